@@ -1,0 +1,37 @@
+# semqa: `make serve` and `make test` work on a fresh clone (they install first).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# A CPU build of this torch is what this machine's pip serves; installing it first keeps pip from
+# resolving torch itself and pulling a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: install serve index test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+index: install
+	$(BIN)/semqa index
+
+serve: index
+	$(BIN)/semqa serve
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/build_throughput.py
+	$(BIN)/python bench/query_latency.py
+
+clean:
+	rm -rf $(VENV) .semqa *.egg-info .pytest_cache

@@ -1,0 +1,67 @@
+"""The encoder: a batch function from texts to L2-normalised float32 vectors, plus the model's tokenizer.
+
+``encode`` is deliberately a pure batch function (texts in, vectors out, no I/O) so that it can later run
+on a distributed engine unchanged. Single texts go through it too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+
+class Encoder:
+    """A loaded sentence-transformers model with what the indexer needs to know about it."""
+
+    def __init__(self, model: SentenceTransformer, *, name: str, weights_sha256: str, model_dir: Path) -> None:
+        self._model = model
+        self.name = name
+        self.weights_sha256 = weights_sha256
+        self.model_dir = model_dir
+        self.dimension: int = int(model.get_embedding_dimension() or 0)
+        self.max_seq_length: int = int(model.max_seq_length)
+        # A private copy of the fast tokenizer with truncation and padding off, used to measure text
+        # in model tokens. The HF tokenizer object is not safe to share between threads, hence the lock.
+        backend: Tokenizer = model.tokenizer.backend_tokenizer
+        self._tokenizer = Tokenizer.from_str(backend.to_str())
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self.special_tokens: int = self._tokenizer.post_processor.num_special_tokens_to_add(False) if (
+            self._tokenizer.post_processor is not None
+        ) else 0
+        self._lock = threading.Lock()
+
+    @property
+    def max_content_tokens(self) -> int:
+        """How many content tokens fit in one model input once special tokens are added."""
+        return self.max_seq_length - self.special_tokens
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character ``(start, end)`` of every model token of ``text`` (no special tokens, no truncation)."""
+        return [tuple(o) for o in self._tokenizer.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Model tokens of each text, special tokens included: what the model would read without truncation."""
+        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Embed ``texts`` into an ``(n, dimension)`` float32 array of unit vectors, in input order."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=batch_size,
+                show_progress_bar=progress,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,175 @@
+"""Cut documents into passages that the model reads whole.
+
+Units are sentences where the text has sentence punctuation (or line breaks), and words inside any
+sentence too long for one chunk, so unpunctuated text (like the stemmed white paper) becomes word
+windows. Units are packed greedily up to ``chunk_tokens`` model tokens, and each chunk after the first
+starts with up to ``overlap`` tokens of whole units from the end of the previous one, so that an
+answer spanning a boundary is still whole in some chunk.
+
+Token counts come from the model's own tokenizer, and every chunk is re-checked with it (special
+tokens included) against ``max_seq_length``: nothing is truncated at embedding time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from indexer.documents import Chunk, Document
+
+# A sentence ends at . ! ? (or their CJK forms), possibly followed by closing quotes or brackets, before
+# white space; a line break always ends a unit (headings, list items, table rows).
+_SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?=\s)|\n")
+_WORD = re.compile(r"\S+")
+
+
+class TokenCounter(Protocol):
+    """What chunking needs from a model (``embeddings.Encoder`` is one)."""
+
+    max_content_tokens: int
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    chunk_tokens: int = 128
+    overlap: int = 32
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    start: int
+    end: int
+    tokens: int
+
+
+def chunk_id(document_id: str, start: int, end: int) -> int:
+    """A stable 63-bit id (FAISS ids are signed 64-bit) from the document id and the chunk's span."""
+    digest = hashlib.blake2b(f"{document_id}\x00{start}\x00{end}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 63) - 1)
+
+
+def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+class _TokenIndex:
+    """Counts the document's model tokens inside any character span, from one tokenisation of the text."""
+
+    def __init__(self, offsets: list[tuple[int, int]]) -> None:
+        self.offsets = offsets
+        self._starts = [s for s, _ in offsets]
+
+    def count(self, start: int, end: int) -> int:
+        return bisect.bisect_left(self._starts, end) - bisect.bisect_left(self._starts, start)
+
+    def spans(self, start: int, end: int) -> list[tuple[int, int]]:
+        lo, hi = bisect.bisect_left(self._starts, start), bisect.bisect_left(self._starts, end)
+        return self.offsets[lo:hi]
+
+
+def _units(text: str, start: int, end: int, tokens: _TokenIndex, budget: int) -> list[_Unit]:
+    """Sentences of ``text[start:end]``; a sentence over ``budget`` becomes words, a word over it tokens."""
+    units: list[_Unit] = []
+    cursor = start
+    bounds = [m.end() for m in _SENTENCE_END.finditer(text, start, end)] + [end]
+    for bound in bounds:
+        s, e = _strip_span(text, cursor, bound)
+        cursor = bound
+        if s >= e:
+            continue
+        n = tokens.count(s, e)
+        if n <= budget:
+            units.append(_Unit(s, e, n))
+            continue
+        for word in _WORD.finditer(text, s, e):
+            ws, we = word.span()
+            wn = tokens.count(ws, we)
+            if wn <= budget:
+                units.append(_Unit(ws, we, wn))
+            else:
+                units.extend(_Unit(ts, te, 1) for ts, te in tokens.spans(ws, we))
+    return units
+
+
+def _pack(units: list[_Unit], budget: int, overlap: int) -> list[tuple[int, int]]:
+    """Greedy packing of units into spans of at most ``budget`` tokens, with up to ``overlap`` tokens repeated."""
+    spans: list[tuple[int, int]] = []
+    i, n = 0, len(units)
+    while i < n:
+        j, total = i, 0
+        while j < n and total + units[j].tokens <= budget:
+            total += units[j].tokens
+            j += 1
+        j = max(j, i + 1)
+        spans.append((units[i].start, units[j - 1].end))
+        if j >= n:
+            break
+        k, repeated = j, 0
+        while k - 1 > i and repeated + units[k - 1].tokens <= overlap:
+            k -= 1
+            repeated += units[k].tokens
+        i = k
+    return spans
+
+
+def chunk_spans(text: str, counter: TokenCounter, config: ChunkingConfig) -> list[tuple[int, int]]:
+    """Character spans of the chunks of ``text``, each verified to fit the model."""
+    budget = min(config.chunk_tokens, counter.max_content_tokens)
+    overlap = min(config.overlap, budget // 2)
+    tokens = _TokenIndex(counter.token_offsets(text))
+    pending = _pack(_units(text, 0, len(text), tokens, budget), budget, overlap)
+    limit = counter.max_content_tokens + (counter.count_tokens([""])[0])  # max_seq_length
+    spans: list[tuple[int, int]] = []
+    # Tokenising a chunk on its own can differ slightly from counting inside the whole document; any chunk
+    # the model would truncate is cut again with a smaller budget until it fits.
+    while pending:
+        counts = counter.count_tokens([text[s:e] for s, e in pending])
+        retry: list[tuple[int, int]] = []
+        for (s, e), count in zip(pending, counts, strict=True):
+            if count <= limit:
+                spans.append((s, e))
+                continue
+            smaller = max(1, tokens.count(s, e) - (count - limit) - 1)
+            retry.extend(_pack(_units(text, s, e, tokens, smaller), smaller, min(overlap, smaller // 2)))
+        pending = retry
+    return sorted(spans)
+
+
+def chunk_document(doc: Document, counter: TokenCounter, config: ChunkingConfig) -> list[Chunk]:
+    """The chunks of one document, with offsets, title and (for PDFs) the page the chunk starts on."""
+    pages = doc.metadata.get("pages") or []
+    chunks: list[Chunk] = []
+    for start, end in chunk_spans(doc.text, counter, config):
+        metadata: dict[str, Any] = {}
+        if pages:
+            starts = [p[0] for p in pages]
+            first = pages[max(0, bisect.bisect_right(starts, start) - 1)][2]
+            last = pages[max(0, bisect.bisect_right(starts, end - 1) - 1)][2]
+            metadata = {"page": first} if first == last else {"page": first, "page_end": last}
+        chunks.append(
+            Chunk(
+                chunk_id=chunk_id(doc.id, start, end),
+                document_id=doc.id,
+                title=doc.title,
+                start=start,
+                end=end,
+                text=doc.text[start:end],
+                metadata=metadata,
+            )
+        )
+    return chunks

@@ -1,0 +1,307 @@
+"""The index directory: immutable versions, each written atomically, and a pointer to the current one.
+
+Layout::
+
+    <index_dir>/CURRENT                  name of the current version (replaced atomically)
+    <index_dir>/versions/<sequence>-<time>-<random>/
+        manifest.json                    what was built, with what, and the size + sha256 of every file
+        dense.faiss                      FAISS index (IDMap2 over the configured factory), our chunk ids
+        chunks.sqlite                    chunk store: text, document id, title, offsets, metadata; documents
+    <index_dir>/versions/.tmp-*          a build in progress (never loaded; removed by the next build)
+
+A build writes everything into a temporary directory beside the versions, fsyncs it, renames it into
+place and only then repoints CURRENT, so a crash at any moment leaves the previous version current and
+intact. A version is never modified after it is published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.documents import Chunk, Document
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DENSE_FILE = "dense.faiss"
+CHUNKS_FILE = "chunks.sqlite"
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+KEEP_VERSIONS = 3
+
+
+class IndexLoadError(RuntimeError):
+    """The index directory cannot be served: missing, corrupt, or built with another model."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model_name: str
+    model_sha256: str
+    dimension: int
+    chunking: dict[str, Any]
+    faiss_factory: str
+    document_count: int
+    chunk_count: int
+    corpus_fingerprint: str
+    built_at: str
+    format_version: int = FORMAT_VERSION
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        return cls(**data)
+
+
+def corpus_fingerprint(documents: Iterable[Document]) -> str:
+    """A hash of every document's id, title and text, independent of reading order."""
+    lines = sorted(
+        f"{d.id}\x00{d.title}\x00{hashlib.sha256(d.text.encode()).hexdigest()}" for d in documents
+    )
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
+    """An inner-product FAISS index over ``vectors`` with our 64-bit ``ids`` (``IDMap2,<factory>``)."""
+    import faiss
+
+    try:
+        index = faiss.index_factory(vectors.shape[1], f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise ValueError(f"invalid FAISS factory string {factory!r}: {exc}") from exc
+    if not index.is_trained:
+        index.train(vectors)
+    index.add_with_ids(vectors, ids.astype(np.int64))
+    return index
+
+
+def _write_chunk_store(path: Path, documents: Sequence[Document], chunks: Sequence[Chunk]) -> None:
+    per_doc: dict[str, int] = {}
+    for chunk in chunks:
+        per_doc[chunk.document_id] = per_doc.get(chunk.document_id, 0) + 1
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(
+            """
+            CREATE TABLE documents (id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL,
+                                    metadata TEXT NOT NULL, chunk_count INTEGER NOT NULL);
+            CREATE TABLE chunks (id INTEGER PRIMARY KEY, document_id TEXT NOT NULL, title TEXT NOT NULL,
+                                 start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL,
+                                 metadata TEXT NOT NULL);
+            CREATE INDEX chunks_by_document ON chunks (document_id, start);
+            """
+        )
+        db.executemany(
+            "INSERT INTO documents VALUES (?, ?, ?, ?, ?)",
+            ((d.id, d.title, d.text, json.dumps(d.metadata), per_doc.get(d.id, 0)) for d in documents),
+        )
+        db.executemany(
+            "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (c.chunk_id, c.document_id, c.title, c.start, c.end, c.text, json.dumps(c.metadata))
+                for c in chunks
+            ),
+        )
+        db.commit()
+    finally:
+        db.close()
+
+
+def write_version(
+    index_dir: Path,
+    documents: Sequence[Document],
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
+    manifest: Manifest,
+) -> Path:
+    """Write a complete new version and make it current; returns its directory."""
+    import faiss
+
+    versions = index_dir / VERSIONS
+    versions.mkdir(parents=True, exist_ok=True)
+    for stale in versions.glob(".tmp-*"):  # left by a crashed build; never loadable
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=versions))
+    try:
+        ids = np.array([c.chunk_id for c in chunks], dtype=np.int64)
+        faiss.write_index(build_faiss(vectors, ids, manifest.faiss_factory), str(tmp / DENSE_FILE))
+        _write_chunk_store(tmp / CHUNKS_FILE, documents, chunks)
+        files = {
+            name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256_file(tmp / name)}
+            for name in (DENSE_FILE, CHUNKS_FILE)
+        }
+        final = manifest.__class__(**{**asdict(manifest), "files": files})
+        (tmp / MANIFEST).write_text(json.dumps(asdict(final), indent=2, sort_keys=True))
+        for name in (DENSE_FILE, CHUNKS_FILE, MANIFEST):
+            _fsync(tmp / name)
+        name = f"{_next_sequence(versions):08d}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        target = versions / name
+        os.rename(tmp, target)
+        _fsync(versions)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _set_current(index_dir, name)
+    _prune(versions, keep={name})
+    return target
+
+
+def _published(versions: Path) -> list[Path]:
+    """Published versions, oldest first (names start with a zero-padded sequence number)."""
+    return sorted(p for p in versions.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _next_sequence(versions: Path) -> int:
+    numbers = [int(p.name.split("-", 1)[0]) for p in _published(versions) if p.name.split("-", 1)[0].isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def _set_current(index_dir: Path, name: str) -> None:
+    tmp = index_dir / f".{CURRENT}.{uuid.uuid4().hex}"
+    tmp.write_text(name + "\n")
+    _fsync(tmp)
+    os.replace(tmp, index_dir / CURRENT)
+    _fsync(index_dir)
+
+
+def _prune(versions: Path, keep: set[str]) -> None:
+    """Drop all but the newest ``KEEP_VERSIONS`` versions (a server may still be reading a recent one)."""
+    for old in _published(versions)[:-KEEP_VERSIONS]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def current_version_dir(index_dir: Path) -> Path:
+    """The directory of the current version; ``IndexLoadError`` if there is none."""
+    pointer = index_dir / CURRENT
+    try:
+        name = pointer.read_text().strip()
+    except FileNotFoundError:
+        raise IndexLoadError(f"no index in {index_dir}: run `semqa index` to build one") from None
+    path = index_dir / VERSIONS / name
+    if not name or "/" in name or not path.is_dir():
+        raise IndexLoadError(f"{pointer} names version {name!r}, which does not exist; rebuild with `semqa index`")
+    return path
+
+
+def has_index(index_dir: Path) -> bool:
+    try:
+        current_version_dir(index_dir)
+    except IndexLoadError:
+        return False
+    return True
+
+
+class ChunkStore:
+    """Read-only access to a version's ``chunks.sqlite``, one connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+            self._local.db = db
+        return db
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        if not ids:
+            return {}
+        rows = self._db().execute(
+            f'SELECT id, document_id, title, start, "end", text, metadata FROM chunks '
+            f"WHERE id IN ({','.join('?' * len(ids))})",
+            [int(i) for i in ids],
+        )
+        return {
+            row[0]: Chunk(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6])) for row in rows
+        }
+
+    def document_ids(self) -> list[str]:
+        return [row[0] for row in self._db().execute("SELECT id FROM documents ORDER BY id")]
+
+    def chunk_ids_of(self, document_ids: Sequence[str]) -> list[int]:
+        rows = self._db().execute(
+            f"SELECT id FROM chunks WHERE document_id IN ({','.join('?' * len(document_ids))})",
+            list(document_ids),
+        )
+        return [row[0] for row in rows]
+
+
+@dataclass
+class IndexVersion:
+    """A loaded version: manifest, FAISS index and chunk store."""
+
+    path: Path
+    manifest: Manifest
+    dense: Any
+    store: ChunkStore
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: bool = True) -> IndexVersion:
+    """Load the current version, checking it was built by this model and that its files are intact."""
+    import faiss
+
+    path = current_version_dir(index_dir)
+    manifest_path = path / MANIFEST
+    try:
+        manifest = Manifest.from_json(json.loads(manifest_path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise IndexLoadError(f"{manifest_path} is unreadable or corrupt ({exc}); rebuild with `semqa index`") from exc
+    if manifest.format_version != FORMAT_VERSION:
+        raise IndexLoadError(
+            f"{manifest_path} has format {manifest.format_version}, this semqa reads {FORMAT_VERSION}; rebuild"
+        )
+    if manifest.model_sha256 != model_sha256 or manifest.dimension != dimension:
+        raise IndexLoadError(
+            f"index {path} was built with model {manifest.model_name} (weights {manifest.model_sha256[:12]}, "
+            f"dimension {manifest.dimension}) but the configured model has weights {model_sha256[:12]}, "
+            f"dimension {dimension}; rebuild with `semqa index` or configure the model it was built with"
+        )
+    for name, expected in manifest.files.items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != expected["bytes"]:
+            raise IndexLoadError(f"{file} is missing or truncated; rebuild with `semqa index`")
+        if verify and _sha256_file(file) != expected["sha256"]:
+            raise IndexLoadError(f"{file} is corrupt (sha256 mismatch); rebuild with `semqa index`")
+    try:
+        dense = faiss.read_index(str(path / DENSE_FILE))
+    except RuntimeError as exc:
+        raise IndexLoadError(f"{path / DENSE_FILE} cannot be read by FAISS ({exc}); rebuild") from exc
+    if dense.ntotal != manifest.chunk_count or dense.d != dimension:
+        raise IndexLoadError(f"{path / DENSE_FILE} holds {dense.ntotal} vectors, manifest says {manifest.chunk_count}")
+    return IndexVersion(path=path, manifest=manifest, dense=dense, store=ChunkStore(path / CHUNKS_FILE))

@@ -1,0 +1,190 @@
+"""The ``semqa`` command line: index, serve, ask, eval.
+
+Every flag maps to a ``Settings`` field; an unset flag leaves the environment or default value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from semqa.settings import Settings
+
+log = logging.getLogger("semqa")
+
+
+def _add_index_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index-dir", type=Path, help="index directory (SEMQA_INDEX_DIR)")
+    parser.add_argument("--model", help="sentence-transformers model folder (SEMQA_MODEL)")
+    parser.add_argument("--cache-dir", type=Path, help="embedding cache folder (SEMQA_CACHE_DIR)")
+    parser.add_argument("--chunk-tokens", type=int, help="chunk size in model tokens (SEMQA_CHUNK_TOKENS)")
+    parser.add_argument("--chunk-overlap", type=int, help="chunk overlap in tokens (SEMQA_CHUNK_OVERLAP)")
+    parser.add_argument("--faiss-factory", help="FAISS index_factory string (SEMQA_FAISS_FACTORY)")
+    parser.add_argument("--batch-size", type=int, help="encoding batch size (SEMQA_BATCH_SIZE)")
+    parser.add_argument("--quiet", action="store_true", default=None, help="no progress bars (SEMQA_QUIET)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semqa", description="Semantic question answering over documents.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="build a new index version from documents")
+    index.add_argument("paths", nargs="*", type=Path, help="files or folders (default: SEMQA_CORPUS, corpus/)")
+    _add_index_flags(index)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API with gunicorn (indexes first if needed)")
+    _add_index_flags(serve)
+    serve.add_argument("--host", help="address to bind (SEMQA_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (SEMQA_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (SEMQA_WORKERS, default 1)")
+    serve.add_argument("--threads", type=int, help="threads per worker (SEMQA_THREADS, default 4)")
+
+    ask = commands.add_parser("ask", help="answer one question from the index, locally")
+    ask.add_argument("question")
+    ask.add_argument("-k", "--top-k", type=int, default=5, help="passages to print (default 5)")
+    _add_index_flags(ask)
+
+    evaluate = commands.add_parser("eval", help="measure retrieval quality")
+    evaluate.add_argument("--questions", type=Path, help="TSV with doc, question, evidence columns")
+    evaluate.add_argument("--corpus", type=Path, help="corpus for --questions (default SEMQA_CORPUS, corpus/)")
+    evaluate.add_argument("--beir", type=Path, help="BEIR dataset folder")
+    evaluate.add_argument("--split", default="test", help="BEIR split (default test)")
+    evaluate.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    _add_index_flags(evaluate)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    fields = set(Settings.model_fields)
+    return Settings.from_flags(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def _progress(settings: Settings) -> bool:
+    return not settings.quiet and sys.stderr.isatty()
+
+
+def _build(settings: Settings, paths: Sequence[Path], index_dir: Path, encoder: object = None) -> object:
+    from embeddings import EmbeddingCache, load_encoder
+    from indexer import ChunkingConfig, build_index
+
+    encoder = encoder or load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
+    report = build_index(
+        paths,
+        index_dir=index_dir,
+        encoder=encoder,  # type: ignore[arg-type]
+        chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap),
+        faiss_factory=settings.faiss_factory,
+        cache=EmbeddingCache(settings.cache_dir, encoder),  # type: ignore[arg-type]
+        batch_size=settings.batch_size,
+        progress=_progress(settings),
+    )
+    for skipped in report.skipped:
+        print(f"skipped {skipped.source}: {skipped.reason}", file=sys.stderr)
+    print(
+        f"indexed {report.documents} documents into {report.chunks} chunks "
+        f"({report.embedded} embedded, {report.chunks - report.embedded} from cache), "
+        f"{len(report.skipped)} skipped, {report.seconds:.1f} s, {report.chunks_per_second:.1f} chunks/s "
+        f"-> {report.version_dir}",
+        file=sys.stderr,
+    )
+    return encoder
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    _build(settings, args.paths or [settings.corpus], settings.index_dir)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer import has_index
+    from server.runner import serve
+
+    if not has_index(settings.index_dir):
+        print(f"no index in {settings.index_dir}; indexing {settings.corpus} first", file=sys.stderr)
+        _build(settings, [settings.corpus], settings.index_dir)
+    serve(settings)
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from server import load_searcher
+
+    passages = load_searcher(settings).search(args.question, args.top_k)
+    for rank, passage in enumerate(passages, 1):
+        chunk = passage.chunk
+        print(f"[{rank}] {passage.score:.3f}  {chunk.document_id} [{chunk.start}:{chunk.end}]  {chunk.title}")
+        print("    " + chunk.text.replace("\n", " ")[:500])
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from embeddings import load_encoder
+    from semqa import evaluation
+    from server import load_searcher
+
+    if not args.questions and not args.beir:
+        print("semqa eval: give --questions FILE.tsv and/or --beir DIR", file=sys.stderr)
+        return 2
+    encoder = load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
+    results: dict[str, dict[str, float]] = {}
+    jobs = []
+    if args.questions:
+        jobs.append(("questions", [args.corpus or settings.corpus]))
+    if args.beir:
+        jobs.append(("beir", [evaluation.read_beir(args.beir, args.split).corpus]))
+    for kind, paths in jobs:
+        # A throwaway index of exactly the configured settings; the embedding cache makes rebuilding cheap.
+        with tempfile.TemporaryDirectory(prefix="semqa-eval-") as scratch:
+            eval_settings = settings.model_copy(update={"index_dir": Path(scratch)})
+            _build(eval_settings, paths, Path(scratch), encoder)
+            searcher = load_searcher(eval_settings, encoder)
+
+            def search(questions: Sequence[str], k: int) -> list[list[object]]:
+                return [[p.chunk for p in ps] for ps in searcher.search_batch(questions, k)]
+
+            if kind == "questions":
+                results["questions"] = evaluation.evidence_metrics(
+                    evaluation.read_questions(args.questions), search  # type: ignore[arg-type]
+                )
+            else:
+                results[f"beir:{args.beir.name}/{args.split}"] = evaluation.beir_metrics(
+                    evaluation.read_beir(args.beir, args.split), search  # type: ignore[arg-type]
+                )
+    config = {"chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap}
+    if args.json:
+        print(json.dumps({"settings": config, **results}))
+    else:
+        print(f"settings: {config}")
+        for name, metrics in results.items():
+            print(name + ": " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "serve": cmd_serve, "ask": cmd_ask, "eval": cmd_eval}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from embeddings import ModelError
+    from indexer import CorpusError, IndexLoadError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        return COMMANDS[args.command](args, settings)
+    except ValidationError as exc:
+        print(f"semqa: invalid setting: {exc}", file=sys.stderr)
+    except (CorpusError, IndexLoadError, ModelError, FileNotFoundError, ValueError) as exc:
+        print(f"semqa {args.command}: {exc}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Retrieval quality: evidence-string questions (R@1, R@5, MRR@10) and BEIR datasets (nDCG@10, Recall@100)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer import Chunk
+
+# One ranked list of chunks per question, best first.
+SearchFn = Callable[[Sequence[str], int], list[list[Chunk]]]
+
+
+def normalise(text: str) -> str:
+    """Lower-case with runs of white space folded to one space: how evidence is compared."""
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+@dataclass(frozen=True)
+class Question:
+    doc: str
+    question: str
+    evidence: str
+
+
+def read_questions(path: Path) -> list[Question]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    missing = {"question", "evidence"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{path} needs the columns doc, question, evidence (missing: {', '.join(sorted(missing))})")
+    return [Question(r.get("doc", ""), r["question"], r["evidence"]) for r in rows]
+
+
+def evidence_metrics(questions: Sequence[Question], search: SearchFn) -> dict[str, float]:
+    """R@1, R@5 and MRR@10, where a hit is a passage containing the evidence text."""
+    results = search([q.question for q in questions], 10)
+    r1 = r5 = mrr = 0.0
+    for q, passages in zip(questions, results, strict=True):
+        evidence = normalise(q.evidence)
+        rank = next((i for i, c in enumerate(passages, 1) if evidence in normalise(c.text)), None)
+        if rank is not None:
+            r1 += rank == 1
+            r5 += rank <= 5
+            mrr += 1.0 / rank
+    n = max(1, len(questions))
+    return {"questions": len(questions), "R@1": r1 / n, "R@5": r5 / n, "MRR@10": mrr / n}
+
+
+def ndcg_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
+    """nDCG@k with graded gains (as trec_eval's ndcg_cut): sum rel / log2(rank + 1), over the ideal."""
+    dcg = sum(relevant.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
+    ideal = sorted((g for g in relevant.values() if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 100) -> float:
+    wanted = {d for d, g in relevant.items() if g > 0}
+    return len(wanted & set(ranked[:k])) / len(wanted) if wanted else 0.0
+
+
+@dataclass(frozen=True)
+class BeirSet:
+    corpus: Path
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def _first_existing(*paths: Path) -> Path:
+    for path in paths:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"none of {', '.join(str(p) for p in paths)} exists")
+
+
+def read_beir(directory: Path, split: str) -> BeirSet:
+    """A BEIR folder: corpus.jsonl, queries_<split>.jsonl or queries.jsonl, qrels_<split>.tsv or qrels/<split>.tsv."""
+    corpus = _first_existing(directory / "corpus.jsonl")
+    queries_path = _first_existing(directory / f"queries_{split}.jsonl", directory / "queries.jsonl")
+    qrels_path = _first_existing(directory / f"qrels_{split}.tsv", directory / "qrels" / f"{split}.tsv")
+    qrels: dict[str, dict[str, int]] = {}
+    with qrels_path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.reader(handle, delimiter="\t"):
+            if not row or row[0] == "query-id":
+                continue
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    queries: dict[str, str] = {}
+    with queries_path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                if str(record["_id"]) in qrels:
+                    queries[str(record["_id"])] = record["text"]
+    return BeirSet(corpus=corpus, queries=queries, qrels=qrels)
+
+
+def beir_metrics(data: BeirSet, search: SearchFn, chunk_depth: int = 1000) -> dict[str, float]:
+    """Document-level nDCG@10 and Recall@100: a document ranks by its best chunk."""
+    ids = list(data.queries)
+    results = search([data.queries[i] for i in ids], chunk_depth)
+    ndcg = recall = 0.0
+    for query_id, chunks in zip(ids, results, strict=True):
+        ranked = list(dict.fromkeys(c.document_id for c in chunks))
+        ndcg += ndcg_at_k(ranked, data.qrels[query_id], 10)
+        recall += recall_at_k(ranked, data.qrels[query_id], 100)
+    n = max(1, len(ids))
+    return {"queries": len(ids), "nDCG@10": ndcg / n, "Recall@100": recall / n}

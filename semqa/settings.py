@@ -1,0 +1,56 @@
+"""One typed settings object, read from defaults, ``SEMQA_*`` environment variables and CLI flags.
+
+Precedence (highest first): command-line flags, environment variables, the defaults below.
+The object is built once by the CLI (or by tests) and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of semqa. Each field ``name`` is also read from ``SEMQA_NAME``."""
+
+    model_config = SettingsConfigDict(env_prefix="SEMQA_", extra="forbid", validate_assignment=True)
+
+    # Where things live.
+    corpus: Path = Field(Path("corpus"), description="Folder (or file) indexed when no path is given.")
+    index_dir: Path = Field(Path(".semqa/index"), description="Index directory (versions + CURRENT pointer).")
+    cache_dir: Path = Field(Path(".semqa/cache"), description="Embedding cache (keyed by text hash).")
+
+    # Embedding model.
+    model: str = Field("", description="Path of a sentence-transformers model folder; empty = packaged MiniLM.")
+    model_sha256: str = Field(
+        "", description="Expected sha256 of the model's model.safetensors; empty = the packaged model's known hash."
+    )
+    batch_size: int = Field(32, ge=1, le=1024, description="Encoding batch size.")
+    torch_threads: int = Field(0, ge=0, description="Torch/FAISS threads per process; 0 = all cores / workers.")
+
+    # Chunking.
+    chunk_tokens: int = Field(
+        128, ge=16, description="Target chunk size in model tokens (capped at max_seq_length minus specials)."
+    )
+    chunk_overlap: int = Field(32, ge=0, description="Overlap between consecutive chunks, in tokens.")
+
+    # Index.
+    faiss_factory: str = Field("Flat", description="FAISS index_factory string (wrapped in IDMap2); Flat = exact.")
+
+    # Service.
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    workers: int = Field(1, ge=1, le=64, description="gunicorn worker processes.")
+    threads: int = Field(4, ge=1, le=256, description="Threads per gunicorn worker.")
+    max_question_chars: int = Field(1000, ge=1, description="Longest accepted question, in characters.")
+    max_top_k: int = Field(50, ge=1, description="Largest accepted top_k.")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body, in bytes.")
+
+    quiet: bool = Field(False, description="No progress bars.")
+
+    @classmethod
+    def from_flags(cls, **flags: object) -> Settings:
+        """Settings from the environment, with the given flags on top; ``None`` means "flag not given"."""
+        return cls(**{k: v for k, v in flags.items() if v is not None})

@@ -1,0 +1,42 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from apiflask import APIFlask
+
+from embeddings import Encoder, load_encoder
+from indexer import load_version
+from semqa import __version__
+from semqa.settings import Settings
+from server.api import create_api
+from server.errors import register_error_handlers
+from server.search import Searcher
+
+
+def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searcher:
+    """Load the model (unless given) and the current index version, checked against each other."""
+    encoder = encoder or load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
+    version = load_version(settings.index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+    return Searcher(encoder, version)
+
+
+def create_app(settings: Settings | None = None, searcher: Searcher | None = None) -> APIFlask:
+    """Build the app. The model and index are loaded here, once per process, unless ``searcher`` is given
+    (tests share one across apps)."""
+    settings = settings or Settings()
+    app = APIFlask("semqa", title="semqa", version=__version__, docs_ui="redoc")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        VALIDATION_ERROR_STATUS_CODE=400,
+        VALIDATION_ERROR_DESCRIPTION="Invalid request",
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    app.extensions["semqa.settings"] = settings
+    app.extensions["semqa.searcher"] = searcher or load_searcher(settings)
+    register_error_handlers(app)
+    app.register_blueprint(create_api(settings))
+    logging.getLogger(__name__).info("semqa ready: index %s", app.extensions["semqa.searcher"].version.name)
+    return app

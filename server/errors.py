@@ -1,0 +1,63 @@
+"""One error shape for every failure: ``{"error": {"code": <slug>, "message": <what to do>}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from apiflask import APIFlask
+from apiflask.exceptions import HTTPError
+from flask import current_app
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    """Marshmallow's nested error dict as readable lines: ``top_k: Must be between 1 and 50.``"""
+    if isinstance(detail, dict):
+        lines: list[str] = []
+        for key, value in detail.items():
+            name = "" if key in ("json", "_schema") else str(key)
+            lines += _flatten(value, f"{prefix}.{name}" if prefix and name else prefix or name)
+        return lines
+    if isinstance(detail, list):
+        return [line for item in detail for line in _flatten(item, prefix)]
+    return [f"{prefix}: {detail}" if prefix else str(detail)]
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {"error": {"code": _CODES.get(status, "error"), "message": message}}
+
+
+def register_error_handlers(app: APIFlask) -> None:
+    @app.error_processor
+    def _api_error(error: HTTPError) -> tuple[dict[str, Any], int, Any]:
+        message = error.message
+        if error.status_code == 400 and error.detail:
+            message = "invalid request: " + "; ".join(_flatten(error.detail))
+        elif error.status_code == 404:
+            message = "no such endpoint; see GET /openapi.json for the API"
+        elif error.status_code == 413:
+            message = f"request body too large; the limit is {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+        elif error.status_code == 405:
+            message = "method not allowed on this endpoint; see GET /openapi.json"
+        return error_body(error.status_code, message), error.status_code, error.headers
+
+    @app.errorhandler(Exception)
+    def _unhandled(exc: Exception) -> Any:
+        log.exception("unhandled error")
+        return error_body(500, "internal error; the server log has the details"), 500

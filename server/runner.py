@@ -1,0 +1,51 @@
+"""Run the app under gunicorn (threaded workers), the production WSGI server."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from semqa.settings import Settings
+from server.app import create_app
+
+
+def threads_per_worker(settings: Settings) -> int:
+    """Torch/FAISS threads per worker so that all workers together use each core once."""
+    if settings.torch_threads > 0:
+        return settings.torch_threads
+    return max(1, (os.cpu_count() or 1) // settings.workers)
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn configured from ``Settings``; each worker builds its own app (model + index) after fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.model_copy(update={"torch_threads": threads_per_worker(settings)})
+        super().__init__()
+
+    def load_config(self) -> None:
+        options: dict[str, Any] = {
+            "bind": f"{self.settings.host}:{self.settings.port}",
+            "workers": self.settings.workers,
+            "threads": self.settings.threads,
+            "worker_class": "gthread",
+            "timeout": 120,  # loading the model takes a few seconds on a busy machine
+            "graceful_timeout": 10,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "info",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        import faiss
+
+        faiss.omp_set_num_threads(self.settings.torch_threads)
+        return create_app(self.settings)
+
+
+def serve(settings: Settings) -> None:
+    GunicornServer(settings).run()

@@ -1,0 +1,109 @@
+"""POST /ask and GET /health through the Flask test client, on the real corpus index."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexer import read_corpus
+from tests.conftest import CORPUS
+
+PASSAGE_FIELDS = {"text", "score", "document_id", "title", "chunk_id", "start", "end"}
+
+
+def test_ask_returns_ranked_passages_from_the_corpus(client):
+    response = client.post("/ask", json={"question": "How many experts attended the space science conference in Beijing?"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["question"].startswith("How many experts")
+    assert body["took_ms"] >= 0
+    passages = body["passages"]
+    assert len(passages) == 5
+    assert all(set(p) == PASSAGE_FIELDS for p in passages)
+    scores = [p["score"] for p in passages]
+    assert scores == sorted(scores, reverse=True)
+    assert "More than 1,000 Chinese experts" in passages[0]["text"]
+    documents = {d.id: d.text for d in read_corpus([CORPUS]).documents}
+    for p in passages:
+        assert documents[p["document_id"]][p["start"] : p["end"]] == p["text"]
+        assert int(p["chunk_id"]) >= 0
+
+
+def test_top_k_is_respected(client):
+    for k in (1, 3, 50):
+        passages = client.post("/ask", json={"question": "space station", "top_k": k}).get_json()["passages"]
+        assert len(passages) == k
+        assert len({p["chunk_id"] for p in passages}) == k
+
+
+def test_health_reports_what_is_loaded(client, corpus_build):
+    body = client.get("/health").get_json()
+    assert body["status"] == "ok"
+    assert body["model"] == "all-MiniLM-L6-v2"
+    assert body["documents"] == 5 and body["chunks"] == corpus_build.chunks
+    assert body["index_version"] == corpus_build.version_dir.name
+
+
+BAD_BODIES = [
+    ({}, "question"),
+    ({"question": ""}, "question"),
+    ({"question": "   \n"}, "question"),
+    ({"question": 42}, "question"),
+    ({"question": None}, "question"),
+    ({"question": ["a"]}, "question"),
+    ({"question": "x" * 1001}, "question"),
+    ({"question": "ok", "top_k": 0}, "top_k"),
+    ({"question": "ok", "top_k": 51}, "top_k"),
+    ({"question": "ok", "top_k": "5"}, "top_k"),
+    ({"question": "ok", "top_k": 2.5}, "top_k"),
+    ({"question": "ok", "top_k": True}, "top_k"),
+    ({"question": "ok", "extra": 1}, "extra"),
+    (["question"], "invalid"),
+    ("question", "invalid"),
+]
+
+
+@pytest.mark.parametrize(("body", "mentions"), BAD_BODIES)
+def test_bad_bodies_are_400_with_a_json_error(client, body, mentions):
+    response = client.post("/ask", json=body)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["code"] == "bad_request"
+    assert mentions in error["message"]
+
+
+def test_invalid_json_wrong_type_and_size(client):
+    response = client.post("/ask", data="{not json", content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_request"
+    response = client.post("/ask", data="question=hi", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415 and "application/json" in response.get_json()["error"]["message"]
+    response = client.post("/ask", data=b'{"question": "' + b"a" * 70_000 + b'"}', content_type="application/json")
+    assert response.status_code == 413 and "65536" in response.get_json()["error"]["message"]
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    response = client.get("/nope")
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+    response = client.get("/ask")
+    assert response.status_code == 405 and response.get_json()["error"]["code"] == "method_not_allowed"
+    response = client.delete("/health")
+    assert response.status_code == 405
+
+
+def test_unexpected_errors_are_a_json_500_without_a_traceback(app, client, monkeypatch):
+    searcher = app.extensions["semqa.searcher"]
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(searcher, "search", boom)
+    response = client.post("/ask", json={"question": "anything"})
+    assert response.status_code == 500
+    assert response.get_json() == {"error": {"code": "internal_error", "message": "internal error; the server log has the details"}}
+    assert "secret" not in response.get_data(as_text=True)
+
+
+def test_openapi_describes_the_endpoints(client):
+    spec = client.get("/openapi.json").get_json()
+    assert {"/ask", "/health"} <= set(spec["paths"])
+    schema = spec["components"]["schemas"]
+    assert "question" in str(schema)

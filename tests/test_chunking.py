@@ -1,0 +1,83 @@
+"""Chunking: exact offsets, the model's token limit, sentence packing, word windows for unpunctuated text."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from indexer import ChunkingConfig, Document, read_corpus
+from indexer.chunking import chunk_document, chunk_spans
+from tests.conftest import CORPUS
+
+
+@pytest.fixture(scope="module")
+def corpus_docs():
+    return read_corpus([CORPUS]).documents
+
+
+@pytest.mark.parametrize("size", [64, 128, 256, 10_000])
+def test_real_corpus_offsets_are_exact_and_chunks_fit_the_model(encoder, corpus_docs, size):
+    config = ChunkingConfig(chunk_tokens=size, overlap=32)
+    for doc in corpus_docs:
+        chunks = chunk_document(doc, encoder, config)
+        assert chunks, doc.id
+        for chunk in chunks:
+            assert doc.text[chunk.start : chunk.end] == chunk.text
+            assert chunk.document_id == doc.id and chunk.title == doc.title
+        counts = encoder.count_tokens([c.text for c in chunks])  # special tokens included
+        assert max(counts) <= encoder.max_seq_length
+        # Every non-space character of the document is in some chunk: nothing is dropped.
+        covered = [False] * len(doc.text)
+        for chunk in chunks:
+            covered[chunk.start : chunk.end] = [True] * (chunk.end - chunk.start)
+        assert all(covered[i] for i, ch in enumerate(doc.text) if not ch.isspace())
+
+
+def test_prose_chunks_end_at_sentence_boundaries(encoder, corpus_docs):
+    doc = next(d for d in corpus_docs if d.id.startswith("000_"))
+    chunks = chunk_document(doc, encoder, ChunkingConfig(chunk_tokens=64, overlap=0))
+    assert len(chunks) > 3
+    for chunk in chunks[:-1]:
+        following = doc.text[chunk.end : chunk.end + 1]
+        assert re.search(r"[.!?”’\"')\]]$", chunk.text) or following == "\n", chunk.text[-40:]
+
+
+def test_unpunctuated_text_becomes_overlapping_word_windows(encoder):
+    words = [f"stem{i} launch satellit orbit" for i in range(300)]
+    text = " ".join(words)
+    spans = chunk_spans(text, encoder, ChunkingConfig(chunk_tokens=100, overlap=20))
+    assert len(spans) > 5
+    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+        assert s2 < e1, "consecutive windows overlap"
+        assert text[s1 - 1 : s1].strip() == "" and text[e1 : e1 + 1].strip() == "", "windows cut at word boundaries"
+    counts = encoder.count_tokens([text[s:e] for s, e in spans])
+    assert max(counts) <= 100 + 2
+    assert min(counts[:-1]) >= 60  # windows are filled, not fragments
+
+
+def test_pathological_tokens_still_fit(encoder):
+    # A very long "word" (a URL, base64) is cut inside the word rather than truncated by the model.
+    text = "See " + "x9Q" * 2000 + " and " + "漢字" * 800 + ". End."
+    doc = Document(id="weird", text=text)
+    chunks = chunk_document(doc, encoder, ChunkingConfig(chunk_tokens=256, overlap=32))
+    assert max(encoder.count_tokens([c.text for c in chunks])) <= encoder.max_seq_length
+    assert all(text[c.start : c.end] == c.text for c in chunks)
+
+
+def test_chunk_ids_are_stable_and_distinct(encoder, corpus_docs):
+    config = ChunkingConfig()
+    first = [c.chunk_id for d in corpus_docs for c in chunk_document(d, encoder, config)]
+    again = [c.chunk_id for d in corpus_docs for c in chunk_document(d, encoder, config)]
+    assert first == again
+    assert len(set(first)) == len(first)
+    assert all(0 <= i < 2**63 for i in first)
+
+
+def test_pdf_chunks_carry_their_page(encoder):
+    text = "Page one sentence.\n\nPage two sentence."
+    doc = Document(id="p.pdf", text=text, metadata={"pages": [[0, 18, 1], [20, 38, 2]]})
+    chunks = chunk_document(doc, encoder, ChunkingConfig(chunk_tokens=5, overlap=0))
+    assert [c.metadata for c in chunks] == [{"page": 1}, {"page": 2}]
+    (whole,) = chunk_document(doc, encoder, ChunkingConfig(chunk_tokens=64, overlap=0))
+    assert whole.metadata == {"page": 1, "page_end": 2}

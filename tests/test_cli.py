@@ -1,0 +1,57 @@
+"""The `semqa` command line, in process (same code path as the installed entry point)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from semqa.cli import main
+from tests.conftest import CORPUS, DATA
+
+
+def test_index_then_ask(tmp_path, capsys, cache_dir):
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("The Shenzhou-13 crew spent six months aboard the space station.")
+    (corpus / "b.txt").write_text("Cakes need flour, sugar and eggs.")
+    (corpus / "bad.pdf").write_bytes(b"not a pdf")
+    common = ["--index-dir", str(tmp_path / "index"), "--cache-dir", str(cache_dir), "--quiet"]
+    assert main(["index", str(corpus), *common]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"indexed 2 documents into 2 chunks .* 1 skipped, [\d.]+ s, [\d.]+ chunks/s", err)
+    assert "skipped" in err and "bad.pdf" in err
+    assert main(["ask", "How long did the crew stay?", "-k", "1", *common]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[1] ") and "a.txt" in out and "Shenzhou-13" in out and "b.txt" not in out
+
+
+def test_errors_are_one_line_and_exit_1(tmp_path, capsys):
+    assert main(["index", str(tmp_path / "missing"), "--index-dir", str(tmp_path / "i"), "--quiet"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["ask", "anything", "--index-dir", str(tmp_path / "none")]) == 1
+    assert "semqa index" in capsys.readouterr().err
+    assert main(["index", "--chunk-tokens", "3", "--index-dir", str(tmp_path / "i")]) == 1
+    assert "chunk_tokens" in capsys.readouterr().err
+
+
+def test_environment_settings_apply_and_flags_win(tmp_path, monkeypatch):
+    from semqa.cli import build_parser, settings_from_args
+
+    monkeypatch.setenv("SEMQA_PORT", "9100")
+    monkeypatch.setenv("SEMQA_INDEX_DIR", str(tmp_path / "env-index"))
+    settings = settings_from_args(build_parser().parse_args(["serve", "--index-dir", str(tmp_path / "flag")]))
+    assert settings.port == 9100 and settings.index_dir == tmp_path / "flag"
+
+
+def test_eval_questions_and_beir(capsys, cache_dir):
+    questions = DATA / "questions_sample.tsv"
+    assert main(["eval", "--questions", str(questions), "--corpus", str(CORPUS), "--cache-dir", str(cache_dir),
+                 "--quiet", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["questions"]["questions"] == 5
+    assert result["questions"]["R@5"] >= 0.6  # own sample questions, not the dev set
+    assert main(["eval", "--beir", str(DATA / "scifact_sample"), "--split", "train", "--cache-dir", str(cache_dir),
+                 "--quiet", "--json"]) == 0
+    beir = json.loads(capsys.readouterr().out)["beir:scifact_sample/train"]
+    assert beir["queries"] == 12
+    assert 0.3 < beir["nDCG@10"] <= 1.0 and beir["Recall@100"] == 1.0  # 55 documents: all are in the top 100

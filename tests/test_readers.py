@@ -1,0 +1,113 @@
+"""Ingestion: every supported format, ids, titles, bad files, empty documents, duplicate ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from indexer import CorpusError, read_corpus
+from tests.conftest import CORPUS, DATA
+from tests.pdfgen import write_pdf
+
+
+def by_id(result):
+    return {d.id: d for d in result.documents}
+
+
+def test_real_corpus_reads_all_five_documents_with_relative_ids():
+    result = read_corpus([CORPUS])
+    assert sorted(by_id(result)) == sorted(p.name for p in CORPUS.glob("*.txt"))
+    assert result.skipped == []
+    first = by_id(result)["000_de246961d5590b13.txt"]
+    assert first.title == "China To Hold 2020 Space Conference In September"
+    # The white paper is one unpunctuated line: no heading, so the title falls back to the file stem.
+    assert by_id(result)["004_7eff6b0a2d74b62d.txt"].title == "004_7eff6b0a2d74b62d"
+
+
+def test_folders_are_read_recursively_and_ids_are_relative_paths(tmp_path: Path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "deep.txt").write_text("Deep text.")
+    (tmp_path / "top.md").write_text("# A heading\n\nSome *markdown* body.")
+    (tmp_path / ".hidden.txt").write_text("never read")
+    docs = by_id(read_corpus([tmp_path]))
+    assert set(docs) == {"a/b/deep.txt", "top.md"}
+    assert docs["top.md"].title == "A heading"
+    assert docs["top.md"].text.startswith("# A heading")
+
+
+def test_html_keeps_visible_text_only(tmp_path: Path):
+    (tmp_path / "page.html").write_text(
+        "<html><head><title>Launch news</title><style>p{color:red}</style></head>"
+        "<body><script>var secret = 1;</script><h1>Long March 5</h1><p>The rocket <b>flew</b> today.</p>"
+        "<noscript>enable js</noscript></body></html>"
+    )
+    doc = by_id(read_corpus([tmp_path]))["page.html"]
+    assert doc.title == "Launch news"
+    assert "Long March 5" in doc.text and "The rocket" in doc.text and "flew" in doc.text
+    for hidden in ("secret", "color:red", "enable js"):
+        assert hidden not in doc.text
+
+
+def test_pdf_text_per_page_with_page_numbers(tmp_path: Path):
+    write_pdf(tmp_path / "report.pdf", ["First page about rockets.", "", "Third page about satellites."], title="Report")
+    doc = by_id(read_corpus([tmp_path]))["report.pdf"]
+    assert doc.title == "Report"
+    pages = doc.metadata["pages"]
+    assert [p[2] for p in pages] == [1, 3]  # the empty second page is dropped, numbers kept
+    assert doc.text[pages[0][0] : pages[0][1]] == "First page about rockets."
+    assert doc.text[pages[1][0] : pages[1][1]] == "Third page about satellites."
+
+
+def test_jsonl_beir_records(tmp_path: Path):
+    lines = [
+        {"_id": "d1", "title": "T1", "text": "Text one.", "metadata": {"year": 2021}},
+        {"id": "d2", "text": "Text two."},
+        {"_id": 3, "text": "Integer ids are kept as strings."},
+    ]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    docs = by_id(read_corpus([tmp_path]))
+    assert set(docs) == {"d1", "d2", "3"}
+    assert docs["d1"].title == "T1" and docs["d1"].metadata == {"year": 2021}
+    assert docs["d2"].title == ""
+
+
+def test_scifact_sample_indexes_as_is():
+    result = read_corpus([DATA / "scifact_sample" / "corpus.jsonl"])
+    assert len(result.documents) == sum(1 for line in open(DATA / "scifact_sample" / "corpus.jsonl") if line.strip())
+    assert result.skipped == []
+    assert all(d.title and d.text for d in result.documents)
+
+
+def test_bad_files_are_reported_by_name_and_skipped(tmp_path: Path):
+    (tmp_path / "good.txt").write_text("Good text.")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    (tmp_path / "empty.md").write_text("   \n\n")
+    (tmp_path / "mixed.jsonl").write_text('{"id": "ok", "text": "fine"}\n{not json}\n{"id": "x"}\n[1]\n')
+    result = read_corpus([tmp_path])
+    assert set(by_id(result)) == {"good.txt", "ok"}
+    reasons = {Path(s.source.split(":")[0]).name + (":" + s.source.split(":")[1] if ":" in s.source else ""): s.reason
+               for s in result.skipped}
+    assert "UTF-8" in reasons["latin1.txt"]
+    assert "PDF" in reasons["broken.pdf"]
+    assert "unsupported" in reasons["image.png"]
+    assert reasons["empty.md"] == "empty document"
+    assert "JSON" in reasons["mixed.jsonl:2"]
+    assert '"text"' in reasons["mixed.jsonl:3"]
+    assert "object" in reasons["mixed.jsonl:4"]
+
+
+def test_duplicate_ids_name_both_sources(tmp_path: Path):
+    (tmp_path / "a.jsonl").write_text('{"id": "same", "text": "one"}\n')
+    (tmp_path / "b.jsonl").write_text('{"id": "same", "text": "two"}\n')
+    with pytest.raises(CorpusError) as info:
+        read_corpus([tmp_path])
+    assert "a.jsonl:1" in str(info.value) and "b.jsonl:1" in str(info.value)
+
+
+def test_missing_path_is_an_error(tmp_path: Path):
+    with pytest.raises(CorpusError, match="does not exist"):
+        read_corpus([tmp_path / "nope"])
