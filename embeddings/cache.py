@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from embeddings.encoder import Encoder
 
-
 BLOCK = 512  # texts encoded and committed together
 
 
@@ -40,7 +39,9 @@ class EmbeddingCache:
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, int]:
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False
+    ) -> tuple[np.ndarray, int]:
         """Vectors of ``texts`` (as ``Encoder.encode``) and how many had to be computed."""
         keys = [text_key(t) for t in texts]
         found: dict[bytes, np.ndarray] = {}

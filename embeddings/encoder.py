@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 class Encoder:
     """A loaded sentence-transformers model with what the indexer needs to know about it."""
 
-    def __init__(self, model: SentenceTransformer, *, name: str, weights_sha256: str, model_dir: Path) -> None:
+    def __init__(
+        self, model: SentenceTransformer, *, name: str, weights_sha256: str, model_dir: Path
+    ) -> None:
         self._model = model
         self.name = name
         self.weights_sha256 = weights_sha256
@@ -34,9 +36,11 @@ class Encoder:
         self._tokenizer = Tokenizer.from_str(backend.to_str())
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
-        self.special_tokens: int = self._tokenizer.post_processor.num_special_tokens_to_add(False) if (
-            self._tokenizer.post_processor is not None
-        ) else 0
+        self.special_tokens: int = (
+            self._tokenizer.post_processor.num_special_tokens_to_add(False)
+            if (self._tokenizer.post_processor is not None)
+            else 0
+        )
         self._lock = threading.Lock()
 
     @property

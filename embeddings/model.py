@@ -49,7 +49,9 @@ def verify_weights(model_dir: Path, expected_sha256: str) -> str:
     """
     weights = model_dir / WEIGHTS_FILE
     if not weights.is_file():
-        raise ModelError(f"model folder {model_dir} has no {WEIGHTS_FILE}; point SEMQA_MODEL at a sentence-transformers folder")
+        raise ModelError(
+            f"model folder {model_dir} has no {WEIGHTS_FILE}; point SEMQA_MODEL at a sentence-transformers folder"
+        )
     actual = file_sha256(weights)
     if expected_sha256 and actual != expected_sha256.lower():
         raise ModelError(

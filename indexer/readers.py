@@ -143,7 +143,9 @@ def read_jsonl_file(path: Path, result: CorpusReadResult) -> Iterator[Document]:
                 except ReadError as exc:
                     result.skipped.append(Skipped(source, str(exc)))
                     continue
-                yield Document(id=doc.id, text=doc.text, title=doc.title, metadata=doc.metadata, source=source)
+                yield Document(
+                    id=doc.id, text=doc.text, title=doc.title, metadata=doc.metadata, source=source
+                )
     except UnicodeDecodeError as exc:
         result.skipped.append(Skipped(str(path), f"not UTF-8 text ({exc.reason})"))
 
@@ -167,7 +169,9 @@ def _read_file(path: Path, doc_id: str, result: CorpusReadResult) -> Iterable[Do
         return [read_html_file(path, doc_id)]
     if suffix == ".pdf":
         return [read_pdf_file(path, doc_id)]
-    raise ReadError(f"unsupported file type {suffix or '(none)'}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    raise ReadError(
+        f"unsupported file type {suffix or '(none)'}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
+    )
 
 
 def read_corpus(paths: Sequence[Path]) -> CorpusReadResult:
@@ -191,7 +195,9 @@ def read_corpus(paths: Sequence[Path]) -> CorpusReadResult:
                     result.skipped.append(Skipped(doc.source, "empty document"))
                     continue
                 if doc.id in seen:
-                    raise CorpusError(f"duplicate document id {doc.id!r}: in {seen[doc.id]} and in {doc.source}")
+                    raise CorpusError(
+                        f"duplicate document id {doc.id!r}: in {seen[doc.id]} and in {doc.source}"
+                    )
                 seen[doc.id] = doc.source
                 result.documents.append(doc)
     return result

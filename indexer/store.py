@@ -68,9 +68,7 @@ class Manifest:
 
 def corpus_fingerprint(documents: Iterable[Document]) -> str:
     """A hash of every document's id, title and text, independent of reading order."""
-    lines = sorted(
-        f"{d.id}\x00{d.title}\x00{hashlib.sha256(d.text.encode()).hexdigest()}" for d in documents
-    )
+    lines = sorted(f"{d.id}\x00{d.title}\x00{hashlib.sha256(d.text.encode()).hexdigest()}" for d in documents)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -181,7 +179,9 @@ def _published(versions: Path) -> list[Path]:
 
 
 def _next_sequence(versions: Path) -> int:
-    numbers = [int(p.name.split("-", 1)[0]) for p in _published(versions) if p.name.split("-", 1)[0].isdigit()]
+    numbers = [
+        int(p.name.split("-", 1)[0]) for p in _published(versions) if p.name.split("-", 1)[0].isdigit()
+    ]
     return max(numbers, default=0) + 1
 
 
@@ -209,7 +209,9 @@ def current_version_dir(index_dir: Path) -> Path:
         raise IndexLoadError(f"no index in {index_dir}: run `semqa index` to build one") from None
     path = index_dir / VERSIONS / name
     if not name or "/" in name or not path.is_dir():
-        raise IndexLoadError(f"{pointer} names version {name!r}, which does not exist; rebuild with `semqa index`")
+        raise IndexLoadError(
+            f"{pointer} names version {name!r}, which does not exist; rebuild with `semqa index`"
+        )
     return path
 
 
@@ -281,7 +283,9 @@ def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: 
     try:
         manifest = Manifest.from_json(json.loads(manifest_path.read_text()))
     except (OSError, ValueError, TypeError) as exc:
-        raise IndexLoadError(f"{manifest_path} is unreadable or corrupt ({exc}); rebuild with `semqa index`") from exc
+        raise IndexLoadError(
+            f"{manifest_path} is unreadable or corrupt ({exc}); rebuild with `semqa index`"
+        ) from exc
     if manifest.format_version != FORMAT_VERSION:
         raise IndexLoadError(
             f"{manifest_path} has format {manifest.format_version}, this semqa reads {FORMAT_VERSION}; rebuild"
@@ -303,5 +307,7 @@ def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: 
     except RuntimeError as exc:
         raise IndexLoadError(f"{path / DENSE_FILE} cannot be read by FAISS ({exc}); rebuild") from exc
     if dense.ntotal != manifest.chunk_count or dense.d != dimension:
-        raise IndexLoadError(f"{path / DENSE_FILE} holds {dense.ntotal} vectors, manifest says {manifest.chunk_count}")
+        raise IndexLoadError(
+            f"{path / DENSE_FILE} holds {dense.ntotal} vectors, manifest says {manifest.chunk_count}"
+        )
     return IndexVersion(path=path, manifest=manifest, dense=dense, store=ChunkStore(path / CHUNKS_FILE))

@@ -10,10 +10,17 @@ import json
 import logging
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from semqa.settings import Settings
+
+if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
+    from embeddings import Encoder
+    from indexer import Chunk
+    from server import Searcher
 
 log = logging.getLogger("semqa")
 
@@ -34,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="build a new index version from documents")
-    index.add_argument("paths", nargs="*", type=Path, help="files or folders (default: SEMQA_CORPUS, corpus/)")
+    index.add_argument(
+        "paths", nargs="*", type=Path, help="files or folders (default: SEMQA_CORPUS, corpus/)"
+    )
     _add_index_flags(index)
 
     serve = commands.add_parser("serve", help="serve the HTTP API with gunicorn (indexes first if needed)")
@@ -51,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="measure retrieval quality")
     evaluate.add_argument("--questions", type=Path, help="TSV with doc, question, evidence columns")
-    evaluate.add_argument("--corpus", type=Path, help="corpus for --questions (default SEMQA_CORPUS, corpus/)")
+    evaluate.add_argument(
+        "--corpus", type=Path, help="corpus for --questions (default SEMQA_CORPUS, corpus/)"
+    )
     evaluate.add_argument("--beir", type=Path, help="BEIR dataset folder")
     evaluate.add_argument("--split", default="test", help="BEIR split (default test)")
     evaluate.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -68,7 +79,9 @@ def _progress(settings: Settings) -> bool:
     return not settings.quiet and sys.stderr.isatty()
 
 
-def _build(settings: Settings, paths: Sequence[Path], index_dir: Path, encoder: object = None) -> object:
+def _build(
+    settings: Settings, paths: Sequence[Path], index_dir: Path, encoder: Encoder | None = None
+) -> None:
     from embeddings import EmbeddingCache, load_encoder
     from indexer import ChunkingConfig, build_index
 
@@ -76,10 +89,10 @@ def _build(settings: Settings, paths: Sequence[Path], index_dir: Path, encoder: 
     report = build_index(
         paths,
         index_dir=index_dir,
-        encoder=encoder,  # type: ignore[arg-type]
+        encoder=encoder,
         chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap),
         faiss_factory=settings.faiss_factory,
-        cache=EmbeddingCache(settings.cache_dir, encoder),  # type: ignore[arg-type]
+        cache=EmbeddingCache(settings.cache_dir, encoder),
         batch_size=settings.batch_size,
         progress=_progress(settings),
     )
@@ -92,7 +105,6 @@ def _build(settings: Settings, paths: Sequence[Path], index_dir: Path, encoder: 
         f"-> {report.version_dir}",
         file=sys.stderr,
     )
-    return encoder
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
@@ -122,46 +134,50 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@contextmanager
+def _scratch_searcher(settings: Settings, paths: Sequence[Path], encoder: Encoder) -> Iterator[Searcher]:
+    """A throwaway index of ``paths`` with exactly these settings (the embedding cache makes it cheap)."""
+    from server import load_searcher
+
+    with tempfile.TemporaryDirectory(prefix="semqa-eval-") as scratch:
+        scratch_settings = settings.model_copy(update={"index_dir": Path(scratch)})
+        _build(scratch_settings, paths, Path(scratch), encoder)
+        yield load_searcher(scratch_settings, encoder)
+
+
+def _chunk_search(searcher: Searcher) -> Callable[[Sequence[str], int], list[list[Chunk]]]:
+    return lambda questions, k: [[p.chunk for p in ps] for ps in searcher.search_batch(questions, k)]
+
+
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from embeddings import load_encoder
     from semqa import evaluation
-    from server import load_searcher
 
     if not args.questions and not args.beir:
         print("semqa eval: give --questions FILE.tsv and/or --beir DIR", file=sys.stderr)
         return 2
     encoder = load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
     results: dict[str, dict[str, float]] = {}
-    jobs = []
     if args.questions:
-        jobs.append(("questions", [args.corpus or settings.corpus]))
+        questions = evaluation.read_questions(args.questions)
+        with _scratch_searcher(settings, [args.corpus or settings.corpus], encoder) as searcher:
+            results["questions"] = evaluation.evidence_metrics(questions, _chunk_search(searcher))
     if args.beir:
-        jobs.append(("beir", [evaluation.read_beir(args.beir, args.split).corpus]))
-    for kind, paths in jobs:
-        # A throwaway index of exactly the configured settings; the embedding cache makes rebuilding cheap.
-        with tempfile.TemporaryDirectory(prefix="semqa-eval-") as scratch:
-            eval_settings = settings.model_copy(update={"index_dir": Path(scratch)})
-            _build(eval_settings, paths, Path(scratch), encoder)
-            searcher = load_searcher(eval_settings, encoder)
-
-            def search(questions: Sequence[str], k: int) -> list[list[object]]:
-                return [[p.chunk for p in ps] for ps in searcher.search_batch(questions, k)]
-
-            if kind == "questions":
-                results["questions"] = evaluation.evidence_metrics(
-                    evaluation.read_questions(args.questions), search  # type: ignore[arg-type]
-                )
-            else:
-                results[f"beir:{args.beir.name}/{args.split}"] = evaluation.beir_metrics(
-                    evaluation.read_beir(args.beir, args.split), search  # type: ignore[arg-type]
-                )
+        data = evaluation.read_beir(args.beir, args.split)
+        with _scratch_searcher(settings, [data.corpus], encoder) as searcher:
+            results[f"beir:{args.beir.name}/{args.split}"] = evaluation.beir_metrics(
+                data, _chunk_search(searcher)
+            )
     config = {"chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap}
     if args.json:
         print(json.dumps({"settings": config, **results}))
-    else:
-        print(f"settings: {config}")
-        for name, metrics in results.items():
-            print(name + ": " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        return 0
+    print(f"settings: {config}")
+    for name, metrics in results.items():
+        print(
+            f"{name}: "
+            + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        )
     return 0
 
 

@@ -33,7 +33,9 @@ def read_questions(path: Path) -> list[Question]:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     missing = {"question", "evidence"} - set(rows[0] if rows else {})
     if missing:
-        raise ValueError(f"{path} needs the columns doc, question, evidence (missing: {', '.join(sorted(missing))})")
+        raise ValueError(
+            f"{path} needs the columns doc, question, evidence (missing: {', '.join(sorted(missing))})"
+        )
     return [Question(r.get("doc", ""), r["question"], r["evidence"]) for r in rows]
 
 

@@ -23,12 +23,17 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(Path(".semqa/cache"), description="Embedding cache (keyed by text hash).")
 
     # Embedding model.
-    model: str = Field("", description="Path of a sentence-transformers model folder; empty = packaged MiniLM.")
+    model: str = Field(
+        "", description="Path of a sentence-transformers model folder; empty = packaged MiniLM."
+    )
     model_sha256: str = Field(
-        "", description="Expected sha256 of the model's model.safetensors; empty = the packaged model's known hash."
+        "",
+        description="Expected sha256 of the model's model.safetensors; empty = the packaged model's known hash.",
     )
     batch_size: int = Field(32, ge=1, le=1024, description="Encoding batch size.")
-    torch_threads: int = Field(0, ge=0, description="Torch/FAISS threads per process; 0 = all cores / workers.")
+    torch_threads: int = Field(
+        0, ge=0, description="Torch/FAISS threads per process; 0 = all cores / workers."
+    )
 
     # Chunking.
     chunk_tokens: int = Field(
@@ -37,7 +42,9 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0, description="Overlap between consecutive chunks, in tokens.")
 
     # Index.
-    faiss_factory: str = Field("Flat", description="FAISS index_factory string (wrapped in IDMap2); Flat = exact.")
+    faiss_factory: str = Field(
+        "Flat", description="FAISS index_factory string (wrapped in IDMap2); Flat = exact."
+    )
 
     # Service.
     host: str = Field("127.0.0.1", description="Address to bind.")

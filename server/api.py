@@ -29,7 +29,9 @@ def create_api(settings: Settings) -> APIBlueprint:
     @api.post("/ask")
     @api.input(ask_schema(settings), location="json", arg_name="body")
     @api.output(AskOut)
-    @api.doc(summary="Passages that answer a question", description="Best first; scores are cosine similarities.")
+    @api.doc(
+        summary="Passages that answer a question", description="Best first; scores are cosine similarities."
+    )
     def ask(body: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         passages = searcher().search(body["question"], body["top_k"])

@@ -18,7 +18,9 @@ from server.search import Searcher
 def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searcher:
     """Load the model (unless given) and the current index version, checked against each other."""
     encoder = encoder or load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
-    version = load_version(settings.index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+    version = load_version(
+        settings.index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension
+    )
     return Searcher(encoder, version)
 
 

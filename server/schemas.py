@@ -42,7 +42,9 @@ class PassageOut(Schema):
     score = Float()
     document_id = String()
     title = String()
-    chunk_id = String(metadata={"description": "Stable 64-bit id, as a string (JSON numbers lose precision)."})
+    chunk_id = String(
+        metadata={"description": "Stable 64-bit id, as a string (JSON numbers lose precision)."}
+    )
     start = Integer(metadata={"description": "Offset of the passage in the document text."})
     end = Integer()
 

@@ -28,7 +28,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def corpus_settings(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Settings:
-    return Settings(index_dir=tmp_path_factory.mktemp("index"), cache_dir=cache_dir, corpus=CORPUS, quiet=True)
+    return Settings(
+        index_dir=tmp_path_factory.mktemp("index"), cache_dir=cache_dir, corpus=CORPUS, quiet=True
+    )
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +47,9 @@ def corpus_build(corpus_settings: Settings, encoder: Encoder) -> BuildReport:
 
 @pytest.fixture(scope="session")
 def searcher(corpus_build: BuildReport, corpus_settings: Settings, encoder: Encoder) -> Searcher:
-    version = load_version(corpus_settings.index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+    version = load_version(
+        corpus_settings.index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension
+    )
     return Searcher(encoder, version)
 
 

@@ -11,7 +11,9 @@ PASSAGE_FIELDS = {"text", "score", "document_id", "title", "chunk_id", "start", 
 
 
 def test_ask_returns_ranked_passages_from_the_corpus(client):
-    response = client.post("/ask", json={"question": "How many experts attended the space science conference in Beijing?"})
+    response = client.post(
+        "/ask", json={"question": "How many experts attended the space science conference in Beijing?"}
+    )
     assert response.status_code == 200
     body = response.get_json()
     assert body["question"].startswith("How many experts")
@@ -76,7 +78,9 @@ def test_invalid_json_wrong_type_and_size(client):
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_request"
     response = client.post("/ask", data="question=hi", content_type="application/x-www-form-urlencoded")
     assert response.status_code == 415 and "application/json" in response.get_json()["error"]["message"]
-    response = client.post("/ask", data=b'{"question": "' + b"a" * 70_000 + b'"}', content_type="application/json")
+    response = client.post(
+        "/ask", data=b'{"question": "' + b"a" * 70_000 + b'"}', content_type="application/json"
+    )
     assert response.status_code == 413 and "65536" in response.get_json()["error"]["message"]
 
 
@@ -98,7 +102,9 @@ def test_unexpected_errors_are_a_json_500_without_a_traceback(app, client, monke
     monkeypatch.setattr(searcher, "search", boom)
     response = client.post("/ask", json={"question": "anything"})
     assert response.status_code == 500
-    assert response.get_json() == {"error": {"code": "internal_error", "message": "internal error; the server log has the details"}}
+    assert response.get_json() == {
+        "error": {"code": "internal_error", "message": "internal error; the server log has the details"}
+    }
     assert "secret" not in response.get_data(as_text=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -48,9 +49,11 @@ def test_unpunctuated_text_becomes_overlapping_word_windows(encoder):
     text = " ".join(words)
     spans = chunk_spans(text, encoder, ChunkingConfig(chunk_tokens=100, overlap=20))
     assert len(spans) > 5
-    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+    for (s1, e1), (s2, e2) in itertools.pairwise(spans):
         assert s2 < e1, "consecutive windows overlap"
-        assert text[s1 - 1 : s1].strip() == "" and text[e1 : e1 + 1].strip() == "", "windows cut at word boundaries"
+        assert text[s1 - 1 : s1].strip() == "" and text[e1 : e1 + 1].strip() == "", (
+            "windows cut at word boundaries"
+        )
     counts = encoder.count_tokens([text[s:e] for s, e in spans])
     assert max(counts) <= 100 + 2
     assert min(counts[:-1]) >= 60  # windows are filled, not fragments

@@ -45,13 +45,41 @@ def test_environment_settings_apply_and_flags_win(tmp_path, monkeypatch):
 
 def test_eval_questions_and_beir(capsys, cache_dir):
     questions = DATA / "questions_sample.tsv"
-    assert main(["eval", "--questions", str(questions), "--corpus", str(CORPUS), "--cache-dir", str(cache_dir),
-                 "--quiet", "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--questions",
+                str(questions),
+                "--corpus",
+                str(CORPUS),
+                "--cache-dir",
+                str(cache_dir),
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["questions"]["questions"] == 5
     assert result["questions"]["R@5"] >= 0.6  # own sample questions, not the dev set
-    assert main(["eval", "--beir", str(DATA / "scifact_sample"), "--split", "train", "--cache-dir", str(cache_dir),
-                 "--quiet", "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--beir",
+                str(DATA / "scifact_sample"),
+                "--split",
+                "train",
+                "--cache-dir",
+                str(cache_dir),
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     beir = json.loads(capsys.readouterr().out)["beir:scifact_sample/train"]
     assert beir["queries"] == 12
     assert 0.3 < beir["nDCG@10"] <= 1.0 and beir["Recall@100"] == 1.0  # 55 documents: all are in the top 100

@@ -2,69 +2,34 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from semqa.launch import running_server
 
 
-def start_server(index_dir: Path, cache_dir: Path, *args: str, env: dict[str, str] | None = None):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "semqa.cli", "serve", "--index-dir", str(index_dir), "--port", str(port), *args],
-        env={**os.environ, "SEMQA_CACHE_DIR": str(cache_dir), "SEMQA_QUIET": "1", **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+def serve(index_dir: Path, cache_dir: Path, env: dict[str, str] | None = None):
+    return running_server(
+        ["--index-dir", str(index_dir)],
+        env={"SEMQA_CACHE_DIR": str(cache_dir), "SEMQA_QUIET": "1", **(env or {})},
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"semqa serve exited {process.returncode}:\n{process.stdout.read()}")
-        try:
-            if requests.get(base + "/health", timeout=2).status_code == 200:
-                return process, base
-        except requests.RequestException:  # not listening yet, or the worker is still loading
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise AssertionError("semqa serve did not become healthy in 180 s")
-
-
-def stop_server(process: subprocess.Popen) -> str:
-    process.terminate()
-    try:
-        output, _ = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    return output
 
 
 @pytest.fixture(scope="module")
 def server(corpus_build, corpus_settings):
-    process, base = start_server(corpus_settings.index_dir, corpus_settings.cache_dir)
-    yield base
-    stop_server(process)
+    with serve(corpus_settings.index_dir, corpus_settings.cache_dir) as running:
+        yield running.url
 
 
 def test_served_by_gunicorn_and_answers_questions(server):
     health = requests.get(server + "/health", timeout=10)
     assert health.status_code == 200 and health.json()["documents"] == 5
     response = requests.post(
-        server + "/ask", json={"question": "In which city is the 2020 China Space Conference held?", "top_k": 3}, timeout=30
+        server + "/ask",
+        json={"question": "In which city is the 2020 China Space Conference held?", "top_k": 3},
+        timeout=30,
     )
     assert response.status_code == 200
     assert "gunicorn" in response.headers.get("Server", "")
@@ -105,11 +70,10 @@ def test_serve_builds_the_index_when_there_is_none(tmp_path, cache_dir):
     corpus = tmp_path / "docs"
     corpus.mkdir()
     (corpus / "note.md").write_text("# Lunar base\n\nThe research station will be built near the south pole.")
-    process, base = start_server(tmp_path / "index", cache_dir, env={"SEMQA_CORPUS": str(corpus)})
-    try:
-        assert requests.get(base + "/health", timeout=10).json()["documents"] == 1
-        top = requests.post(base + "/ask", json={"question": "Where is the station?", "top_k": 1}, timeout=30).json()
-        assert top["passages"][0]["document_id"] == "note.md"
-    finally:
-        output = stop_server(process)
-    assert "indexing" in output
+    with serve(tmp_path / "index", cache_dir, env={"SEMQA_CORPUS": str(corpus)}) as running:
+        assert requests.get(running.url + "/health", timeout=10).json()["documents"] == 1
+        top = requests.post(
+            running.url + "/ask", json={"question": "Where is the station?", "top_k": 1}, timeout=30
+        )
+        assert top.json()["passages"][0]["document_id"] == "note.md"
+    assert "indexing" in running.output

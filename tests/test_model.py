@@ -54,5 +54,7 @@ def test_encode_is_a_normalised_batch_function(encoder):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     sims = vectors @ vectors.T
     assert sims[0, 2] > sims[0, 1]
-    assert np.allclose(encoder.encode([texts[1]])[0], vectors[1], atol=1e-5)  # order and batching don't matter
+    assert np.allclose(
+        encoder.encode([texts[1]])[0], vectors[1], atol=1e-5
+    )  # order and batching don't matter
     assert encoder.encode([]).shape == (0, 384)

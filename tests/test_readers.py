@@ -51,7 +51,11 @@ def test_html_keeps_visible_text_only(tmp_path: Path):
 
 
 def test_pdf_text_per_page_with_page_numbers(tmp_path: Path):
-    write_pdf(tmp_path / "report.pdf", ["First page about rockets.", "", "Third page about satellites."], title="Report")
+    write_pdf(
+        tmp_path / "report.pdf",
+        ["First page about rockets.", "", "Third page about satellites."],
+        title="Report",
+    )
     doc = by_id(read_corpus([tmp_path]))["report.pdf"]
     assert doc.title == "Report"
     pages = doc.metadata["pages"]
@@ -75,7 +79,8 @@ def test_jsonl_beir_records(tmp_path: Path):
 
 def test_scifact_sample_indexes_as_is():
     result = read_corpus([DATA / "scifact_sample" / "corpus.jsonl"])
-    assert len(result.documents) == sum(1 for line in open(DATA / "scifact_sample" / "corpus.jsonl") if line.strip())
+    lines = (DATA / "scifact_sample" / "corpus.jsonl").read_text().splitlines()
+    assert len(result.documents) == sum(1 for line in lines if line.strip())
     assert result.skipped == []
     assert all(d.title and d.text for d in result.documents)
 
@@ -89,8 +94,11 @@ def test_bad_files_are_reported_by_name_and_skipped(tmp_path: Path):
     (tmp_path / "mixed.jsonl").write_text('{"id": "ok", "text": "fine"}\n{not json}\n{"id": "x"}\n[1]\n')
     result = read_corpus([tmp_path])
     assert set(by_id(result)) == {"good.txt", "ok"}
-    reasons = {Path(s.source.split(":")[0]).name + (":" + s.source.split(":")[1] if ":" in s.source else ""): s.reason
-               for s in result.skipped}
+    reasons = {
+        Path(s.source.split(":")[0]).name
+        + (":" + s.source.split(":")[1] if ":" in s.source else ""): s.reason
+        for s in result.skipped
+    }
     assert "UTF-8" in reasons["latin1.txt"]
     assert "PDF" in reasons["broken.pdf"]
     assert "unsupported" in reasons["image.png"]

@@ -1,0 +1,66 @@
+"""Index build throughput beside raw model.encode throughput on the same chunks, in one run.
+
+The build (read, chunk, embed without cache, write FAISS + chunk store, publish) should run at >= 0.9 of
+the raw encoder's speed: everything but embedding must be noise. Rounds alternate raw and build so that
+machine noise hits both; medians are reported.
+
+    python bench/build_throughput.py [--corpus corpus] [--scifact-docs 300] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from embeddings import load_encoder
+from indexer import ChunkingConfig, build_index, read_corpus
+from indexer.chunking import chunk_document
+
+SCIFACT = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("corpus"))
+    parser.add_argument(
+        "--scifact-docs", type=int, default=300, help="also index this many SciFact abstracts (0: none)"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = [args.corpus]
+        if args.scifact_docs and SCIFACT.is_file():
+            sample = Path(scratch) / "scifact.jsonl"
+            with SCIFACT.open() as source:
+                sample.write_text("".join(line for _, line in zip(range(args.scifact_docs), source)))
+            paths.append(sample)
+        encoder = load_encoder()
+        config = ChunkingConfig()
+        texts = [c.text for d in read_corpus(paths).documents for c in chunk_document(d, encoder, config)]
+        encoder.encode(texts[:64])  # warm up
+        raw, build = [], []
+        for round_ in range(args.rounds):
+            started = time.perf_counter()
+            encoder.encode(texts)
+            raw.append(len(texts) / (time.perf_counter() - started))
+            report = build_index(
+                paths, index_dir=Path(scratch) / f"index{round_}", encoder=encoder, chunking=config
+            )
+            assert report.chunks == len(texts)
+            build.append(report.chunks_per_second)
+    raw_m, build_m = statistics.median(raw), statistics.median(build)
+    print(f"| what | chunks | chunks/s (median of {args.rounds}) |")
+    print("|---|---:|---:|")
+    print(f"| raw `encoder.encode` | {len(texts)} | {raw_m:.1f} |")
+    print(f"| `semqa index` pipeline (no cache) | {len(texts)} | {build_m:.1f} |")
+    print(f"| ratio build / raw | | **{build_m / raw_m:.3f}** |")
+    print(json.dumps({"chunks": len(texts), "raw_cps": raw, "build_cps": build, "ratio": build_m / raw_m}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Start `semqa serve` as a child process and wait until it answers: for the tests, benchmarks and soak runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[str]
+    url: str
+    output: str = ""  # what the server printed, filled in once it has stopped
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):  # not listening yet, or the worker is still loading
+        return False
+
+
+@contextmanager
+def running_server(
+    args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 180
+) -> Iterator[RunningServer]:
+    """``semqa serve --port <free> *args`` with ``env`` added to the environment; stopped on exit."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "semqa.cli", "serve", "--port", str(port), *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = RunningServer(process, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(server.url):
+            if process.poll() is not None:
+                raise RuntimeError(f"semqa serve exited {process.returncode}:\n{process.stdout.read()}")  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"semqa serve did not answer /health within {timeout:.0f} s")
+            time.sleep(0.3)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            server.output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            server.output, _ = process.communicate()
