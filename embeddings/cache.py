@@ -2,7 +2,8 @@
 
 Embedding is by far the most expensive step (about 20 passages/s on two cores), so every vector the
 indexer computes is kept in a SQLite file and reused whenever the same text is embedded again by the
-same weights: rebuilding an index after a small change, or re-running an evaluation, re-embeds only new text.
+same weights: rebuilding an index after a small change, or re-running an evaluation, re-embeds only new
+text. A text's span vectors (see ``Encoder.encode_spans``) are kept with it, keyed by the spans too.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from embeddings.encoder import Encoder
 
 BLOCK = 512  # texts encoded and committed together
 
+Spans = Sequence[tuple[int, int]]
 
-def text_key(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()
+
+def cache_key(text: str, spans: Spans) -> bytes:
+    spans_part = ";".join(f"{s},{e}" for s, e in spans)
+    return hashlib.sha256(f"{text}\x00{spans_part}".encode()).digest()
 
 
 class EmbeddingCache:
@@ -34,44 +38,61 @@ class EmbeddingCache:
         self._dimension = encoder.dimension
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+            # One row per (text, spans): the text's vector first, then one vector per span, float32.
+            db.execute("CREATE TABLE IF NOT EXISTS vectors_v2 (key BLOB PRIMARY KEY, vectors BLOB NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
 
-    def encode(
-        self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False
-    ) -> tuple[np.ndarray, int]:
-        """Vectors of ``texts`` (as ``Encoder.encode``) and how many had to be computed."""
-        keys = [text_key(t) for t in texts]
+    def _lookup(self, keys: list[bytes], rows: list[int]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
         with self._connect() as db:
-            unique = list(dict.fromkeys(keys))
             for start in range(0, len(unique), 500):
                 part = unique[start : start + 500]
-                rows = db.execute(
-                    f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(part))})", part
-                ).fetchall()
-                for key, blob in rows:
-                    vector = np.frombuffer(blob, dtype=np.float32)
-                    if vector.shape == (self._dimension,):
-                        found[key] = vector
-        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
+                marks = ",".join("?" * len(part))
+                for key, blob in db.execute(
+                    f"SELECT key, vectors FROM vectors_v2 WHERE key IN ({marks})", part
+                ):
+                    found[key] = np.frombuffer(blob, dtype=np.float32).reshape(-1, self._dimension)
+        wanted = dict(zip(keys, rows, strict=True))
+        return {k: v for k, v in found.items() if len(v) == wanted[k]}  # a stale shape is a miss
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        spans: Sequence[Spans] | None = None,
+        *,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, list[np.ndarray], int]:
+        """Vectors of ``texts``, the vectors of their ``spans`` (empty when none are asked for), and how
+        many texts had to be computed."""
+        spans = spans if spans is not None else [() for _ in texts]
+        keys = [cache_key(t, s) for t, s in zip(texts, spans, strict=True)]
+        found = self._lookup(keys, [1 + len(s) for s in spans])
+        missing = {k: (t, s) for k, t, s in zip(keys, texts, spans, strict=True) if k not in found}
         with tqdm(total=len(missing), disable=not progress, unit="chunk", desc="embedding") as bar:
             # Stored block by block, so an interrupted build keeps what it already paid for; sorted by
             # length so that each block pads little (the model sorts too, but only within one call).
-            pending = sorted(missing.items(), key=lambda item: len(item[1]))
+            pending = sorted(missing.items(), key=lambda item: len(item[1][0]))
             for start in range(0, len(pending), BLOCK):
                 block = pending[start : start + BLOCK]
-                computed = self._encoder.encode([text for _, text in block], batch_size=batch_size)
+                vectors, span_vectors = self._encoder.encode_spans(
+                    [t for _, (t, _) in block], [s for _, (_, s) in block], batch_size=batch_size
+                )
+                computed = {
+                    key: np.vstack([vector[None, :], spans_of]).astype(np.float32)
+                    for (key, _), vector, spans_of in zip(block, vectors, span_vectors, strict=True)
+                }
                 with self._connect() as db:
                     db.executemany(
-                        "INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)",
-                        [(key, vector.tobytes()) for (key, _), vector in zip(block, computed, strict=True)],
+                        "INSERT OR REPLACE INTO vectors_v2 (key, vectors) VALUES (?, ?)",
+                        [(key, value.tobytes()) for key, value in computed.items()],
                     )
-                found.update((key, vector) for (key, _), vector in zip(block, computed, strict=True))
+                found.update(computed)
                 bar.update(len(block))
-        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
-        for row, key in enumerate(keys):
-            out[row] = found[key]
-        return out, len(missing)
+        vectors = (
+            np.stack([found[k][0] for k in keys]) if keys else np.zeros((0, self._dimension), np.float32)
+        )
+        return np.ascontiguousarray(vectors), [found[k][1:] for k in keys], len(missing)

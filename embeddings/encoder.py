@@ -69,3 +69,32 @@ class Encoder:
                 normalize_embeddings=True,
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_spans(
+        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *, batch_size: int = 32
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Vectors of ``texts`` (as ``encode``) and, from the same forward pass, one unit vector per span of
+        each text: the mean of the text's contextual token embeddings inside the span ("late chunking").
+
+        A sentence read in its passage's context is represented better than the sentence alone, and it
+        costs no extra model call: this is what the highlighter compares questions against.
+        """
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32), []
+        with self._lock:
+            outputs = self._model.encode(list(texts), batch_size=batch_size, output_value=None)
+        vectors = np.stack([o["sentence_embedding"].float().numpy() for o in outputs]).astype(np.float32)
+        span_vectors: list[np.ndarray] = []
+        for text, text_spans, output, vector in zip(texts, spans, outputs, vectors, strict=True):
+            encoding = self._tokenizer.encode(text, add_special_tokens=True)
+            n = min(len(encoding.ids), self.max_seq_length)  # the rows past n are padding
+            tokens = output["token_embeddings"][:n].float().numpy()
+            starts = np.array([start for start, _ in encoding.offsets[:n]])
+            content = np.array(encoding.special_tokens_mask[:n]) == 0
+            pooled = np.zeros((len(text_spans), self.dimension), dtype=np.float32)
+            for row, (start, end) in enumerate(text_spans):
+                inside = content & (starts >= start) & (starts < end)
+                mean = tokens[inside].mean(axis=0) if inside.any() else vector
+                pooled[row] = mean / (np.linalg.norm(mean) or 1.0)
+            span_vectors.append(pooled)
+        return np.ascontiguousarray(vectors), span_vectors

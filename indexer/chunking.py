@@ -25,6 +25,8 @@ from indexer.documents import Chunk, Document
 # white space; a line break always ends a unit (headings, list items, table rows).
 _SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?=\s)|\n")
 _WORD = re.compile(r"\S+")
+# A "sentence" longer than this (unpunctuated text) is not quoted whole: highlights use word windows there.
+LONG_SENTENCE_WORDS = 40
 
 
 class TokenCounter(Protocol):
@@ -82,22 +84,38 @@ class _TokenIndex:
         return self.offsets[lo:hi]
 
 
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sentence (or line) of ``text[start:end]``, white space trimmed."""
+    end = len(text) if end is None else end
+    spans: list[tuple[int, int]] = []
+    cursor = start
+    for bound in [m.end() for m in _SENTENCE_END.finditer(text, start, end)] + [end]:
+        s, e = _strip_span(text, cursor, bound)
+        cursor = bound
+        if s < e:
+            spans.append((s, e))
+    return spans
+
+
+def word_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """``(start, end)`` of each white-space separated word of ``text[start:end]``."""
+    return [m.span() for m in _WORD.finditer(text, start, len(text) if end is None else end)]
+
+
+def quotable_sentences(text: str) -> list[tuple[int, int]]:
+    """The sentences of ``text`` short enough to quote whole as a highlight."""
+    return [(s, e) for s, e in sentence_spans(text) if len(word_spans(text, s, e)) <= LONG_SENTENCE_WORDS]
+
+
 def _units(text: str, start: int, end: int, tokens: _TokenIndex, budget: int) -> list[_Unit]:
     """Sentences of ``text[start:end]``; a sentence over ``budget`` becomes words, a word over it tokens."""
     units: list[_Unit] = []
-    cursor = start
-    bounds = [m.end() for m in _SENTENCE_END.finditer(text, start, end)] + [end]
-    for bound in bounds:
-        s, e = _strip_span(text, cursor, bound)
-        cursor = bound
-        if s >= e:
-            continue
+    for s, e in sentence_spans(text, start, end):
         n = tokens.count(s, e)
         if n <= budget:
             units.append(_Unit(s, e, n))
             continue
-        for word in _WORD.finditer(text, s, e):
-            ws, we = word.span()
+        for ws, we in word_spans(text, s, e):
             wn = tokens.count(ws, we)
             if wn <= budget:
                 units.append(_Unit(ws, we, wn))

@@ -7,6 +7,7 @@ Layout::
         manifest.json                    what was built, with what, and the size + sha256 of every file
         dense.faiss                      FAISS index (IDMap2 over the configured factory), our chunk ids
         chunks.sqlite                    chunk store: text, document id, title, offsets, metadata; documents
+        lexical/                         BM25 index (bm25s .npy + JSON) and the chunk id of each row
     <index_dir>/versions/.tmp-*          a build in progress (never loaded; removed by the next build)
 
 A build writes everything into a temporary directory beside the versions, fsyncs it, renames it into
@@ -33,11 +34,13 @@ from typing import Any
 import numpy as np
 
 from indexer.documents import Chunk, Document
+from indexer.lexical import LexicalIndex
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DENSE_FILE = "dense.faiss"
 CHUNKS_FILE = "chunks.sqlite"
+LEXICAL_DIR = "lexical"
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 KEEP_VERSIONS = 3
@@ -102,7 +105,13 @@ def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
     return index
 
 
-def _write_chunk_store(path: Path, documents: Sequence[Document], chunks: Sequence[Chunk]) -> None:
+def _write_chunk_store(
+    path: Path,
+    documents: Sequence[Document],
+    chunks: Sequence[Chunk],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    span_vectors: Sequence[np.ndarray],
+) -> None:
     per_doc: dict[str, int] = {}
     for chunk in chunks:
         per_doc[chunk.document_id] = per_doc.get(chunk.document_id, 0) + 1
@@ -116,6 +125,9 @@ def _write_chunk_store(path: Path, documents: Sequence[Document], chunks: Sequen
                                  start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL,
                                  metadata TEXT NOT NULL);
             CREATE INDEX chunks_by_document ON chunks (document_id, start);
+            CREATE TABLE spans (chunk_id INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
+                                vector BLOB NOT NULL);
+            CREATE INDEX spans_by_chunk ON spans (chunk_id);
             """
         )
         db.executemany(
@@ -129,6 +141,14 @@ def _write_chunk_store(path: Path, documents: Sequence[Document], chunks: Sequen
                 for c in chunks
             ),
         )
+        db.executemany(
+            "INSERT INTO spans VALUES (?, ?, ?, ?)",
+            (
+                (chunk.chunk_id, start, end, vector.astype(np.float16).tobytes())
+                for chunk, chunk_spans, vectors in zip(chunks, spans, span_vectors, strict=True)
+                for (start, end), vector in zip(chunk_spans, vectors, strict=True)
+            ),
+        )
         db.commit()
     finally:
         db.close()
@@ -139,9 +159,15 @@ def write_version(
     documents: Sequence[Document],
     chunks: Sequence[Chunk],
     vectors: np.ndarray,
+    spans: Sequence[Sequence[tuple[int, int]]],
+    span_vectors: Sequence[np.ndarray],
+    lexical: LexicalIndex,
     manifest: Manifest,
 ) -> Path:
-    """Write a complete new version and make it current; returns its directory."""
+    """Write a complete new version and make it current; returns its directory.
+
+    ``spans`` are the quotable sentences of each chunk (offsets in the chunk text) and ``span_vectors``
+    their vectors, kept for the highlighter."""
     import faiss
 
     versions = index_dir / VERSIONS
@@ -152,15 +178,16 @@ def write_version(
     try:
         ids = np.array([c.chunk_id for c in chunks], dtype=np.int64)
         faiss.write_index(build_faiss(vectors, ids, manifest.faiss_factory), str(tmp / DENSE_FILE))
-        _write_chunk_store(tmp / CHUNKS_FILE, documents, chunks)
+        _write_chunk_store(tmp / CHUNKS_FILE, documents, chunks, spans, span_vectors)
+        written = [tmp / DENSE_FILE, tmp / CHUNKS_FILE, *lexical.save(tmp / LEXICAL_DIR)]
         files = {
-            name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256_file(tmp / name)}
-            for name in (DENSE_FILE, CHUNKS_FILE)
+            p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256_file(p)}
+            for p in written
         }
-        final = manifest.__class__(**{**asdict(manifest), "files": files})
+        final = Manifest(**{**asdict(manifest), "files": files})
         (tmp / MANIFEST).write_text(json.dumps(asdict(final), indent=2, sort_keys=True))
-        for name in (DENSE_FILE, CHUNKS_FILE, MANIFEST):
-            _fsync(tmp / name)
+        for path in [*written, tmp / MANIFEST, tmp / LEXICAL_DIR, tmp]:
+            _fsync(path)
         name = f"{_next_sequence(versions):08d}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
         target = versions / name
         os.rename(tmp, target)
@@ -249,6 +276,34 @@ class ChunkStore:
             row[0]: Chunk(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6])) for row in rows
         }
 
+    def spans(
+        self, ids: Sequence[int], dimension: int
+    ) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
+        """The stored sentence spans of each chunk (offsets in the chunk text) and their vectors."""
+        found: dict[int, tuple[list[tuple[int, int]], list[np.ndarray]]] = {}
+        if ids:
+            rows = self._db().execute(
+                f'SELECT chunk_id, start, "end", vector FROM spans WHERE chunk_id IN ({",".join("?" * len(ids))}) '
+                "ORDER BY chunk_id, start",
+                [int(i) for i in ids],
+            )
+            for chunk_id, start, end, blob in rows:
+                offsets, vectors = found.setdefault(chunk_id, ([], []))
+                offsets.append((start, end))
+                vectors.append(np.frombuffer(blob, dtype=np.float16).astype(np.float32))
+        empty = np.zeros((0, dimension), dtype=np.float32)
+        return {i: (o, np.stack(v) if v else empty) for i, (o, v) in found.items()}
+
+    def document_of(self, ids: Sequence[int]) -> dict[int, str]:
+        """The document id of each chunk id (a light query: no text)."""
+        if not ids:
+            return {}
+        rows = self._db().execute(
+            f"SELECT id, document_id FROM chunks WHERE id IN ({','.join('?' * len(ids))})",
+            [int(i) for i in ids],
+        )
+        return dict(rows.fetchall())
+
     def document_ids(self) -> list[str]:
         return [row[0] for row in self._db().execute("SELECT id FROM documents ORDER BY id")]
 
@@ -262,11 +317,12 @@ class ChunkStore:
 
 @dataclass
 class IndexVersion:
-    """A loaded version: manifest, FAISS index and chunk store."""
+    """A loaded version: manifest, FAISS index, lexical index and chunk store."""
 
     path: Path
     manifest: Manifest
     dense: Any
+    lexical: LexicalIndex
     store: ChunkStore
 
     @property
@@ -310,4 +366,15 @@ def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: 
         raise IndexLoadError(
             f"{path / DENSE_FILE} holds {dense.ntotal} vectors, manifest says {manifest.chunk_count}"
         )
-    return IndexVersion(path=path, manifest=manifest, dense=dense, store=ChunkStore(path / CHUNKS_FILE))
+    try:
+        lexical = LexicalIndex.load(path / LEXICAL_DIR)
+    except (OSError, ValueError, KeyError) as exc:
+        raise IndexLoadError(
+            f"{path / LEXICAL_DIR} cannot be read ({exc}); rebuild with `semqa index`"
+        ) from exc
+    if len(lexical) != manifest.chunk_count:
+        raise IndexLoadError(
+            f"{path / LEXICAL_DIR} holds {len(lexical)} chunks, manifest says {manifest.chunk_count}"
+        )
+    store = ChunkStore(path / CHUNKS_FILE)
+    return IndexVersion(path=path, manifest=manifest, dense=dense, lexical=lexical, store=store)

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +19,7 @@ from semqa.settings import Settings
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
     from embeddings import Encoder
-    from indexer import Chunk
+    from semqa.evaluation import SearchFn
     from server import Searcher
 
 log = logging.getLogger("semqa")
@@ -34,6 +34,12 @@ def _add_index_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faiss-factory", help="FAISS index_factory string (SEMQA_FAISS_FACTORY)")
     parser.add_argument("--batch-size", type=int, help="encoding batch size (SEMQA_BATCH_SIZE)")
     parser.add_argument("--quiet", action="store_true", default=None, help="no progress bars (SEMQA_QUIET)")
+    parser.add_argument("--fusion", choices=["rrf", "minmax", "zscore"], help="hybrid fusion (SEMQA_FUSION)")
+    parser.add_argument("--fusion-alpha", type=float, help="dense weight in the fusion (SEMQA_FUSION_ALPHA)")
+    parser.add_argument("--candidates", type=int, help="candidates per retriever (SEMQA_CANDIDATES)")
+    parser.add_argument(
+        "--highlight-alpha", type=float, help="dense weight in highlights (SEMQA_HIGHLIGHT_ALPHA)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="answer one question from the index, locally")
     ask.add_argument("question")
     ask.add_argument("-k", "--top-k", type=int, default=5, help="passages to print (default 5)")
+    ask.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
     _add_index_flags(ask)
 
     evaluate = commands.add_parser("eval", help="measure retrieval quality")
@@ -65,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--beir", type=Path, help="BEIR dataset folder")
     evaluate.add_argument("--split", default="test", help="BEIR split (default test)")
+    evaluate.add_argument(
+        "--mode",
+        choices=["hybrid", "dense", "lexical"],
+        action="append",
+        help="modes to measure (default: all three)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     _add_index_flags(evaluate)
     return parser
@@ -124,9 +137,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    from server import load_searcher
+    from server import SearchOptions, load_searcher
 
-    passages = load_searcher(settings).search(args.question, args.top_k)
+    passages = load_searcher(settings).search(args.question, args.top_k, SearchOptions(mode=args.mode))
     for rank, passage in enumerate(passages, 1):
         chunk = passage.chunk
         print(f"[{rank}] {passage.score:.3f}  {chunk.document_id} [{chunk.start}:{chunk.end}]  {chunk.title}")
@@ -145,8 +158,23 @@ def _scratch_searcher(settings: Settings, paths: Sequence[Path], encoder: Encode
         yield load_searcher(scratch_settings, encoder)
 
 
-def _chunk_search(searcher: Searcher) -> Callable[[Sequence[str], int], list[list[Chunk]]]:
-    return lambda questions, k: [[p.chunk for p in ps] for ps in searcher.search_batch(questions, k)]
+def _eval_search(searcher: Searcher, mode: str, beir: bool = False) -> SearchFn:
+    """The searcher as the metrics call it; BEIR ranks documents, so one passage each and no highlights."""
+    from semqa.evaluation import Retrieved
+    from server import SearchOptions
+
+    options = SearchOptions(mode=mode, group_by_document=beir, highlight=not beir)  # type: ignore[arg-type]
+
+    def search(questions: Sequence[str], k: int) -> list[list[Retrieved]]:
+        return [
+            [
+                Retrieved(p.chunk.document_id, p.chunk.text, p.highlight.text if p.highlight else None)
+                for p in ps
+            ]
+            for ps in searcher.search_batch(questions, k, options)
+        ]
+
+    return search
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,19 +184,30 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if not args.questions and not args.beir:
         print("semqa eval: give --questions FILE.tsv and/or --beir DIR", file=sys.stderr)
         return 2
+    modes = args.mode or ["dense", "lexical", "hybrid"]
     encoder = load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
     results: dict[str, dict[str, float]] = {}
     if args.questions:
         questions = evaluation.read_questions(args.questions)
         with _scratch_searcher(settings, [args.corpus or settings.corpus], encoder) as searcher:
-            results["questions"] = evaluation.evidence_metrics(questions, _chunk_search(searcher))
+            for mode in modes:
+                results[f"questions/{mode}"] = evaluation.evidence_metrics(
+                    questions, _eval_search(searcher, mode)
+                )
     if args.beir:
         data = evaluation.read_beir(args.beir, args.split)
         with _scratch_searcher(settings, [data.corpus], encoder) as searcher:
-            results[f"beir:{args.beir.name}/{args.split}"] = evaluation.beir_metrics(
-                data, _chunk_search(searcher)
-            )
-    config = {"chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap}
+            for mode in modes:
+                search = _eval_search(searcher, mode, beir=True)
+                results[f"beir:{args.beir.name}/{args.split}/{mode}"] = evaluation.beir_metrics(data, search)
+    config = {
+        "chunk_tokens": settings.chunk_tokens,
+        "chunk_overlap": settings.chunk_overlap,
+        "fusion": settings.fusion,
+        "fusion_alpha": settings.fusion_alpha,
+        "highlight_alpha": settings.highlight_alpha,
+        "candidates": settings.candidates,
+    }
     if args.json:
         print(json.dumps({"settings": config, **results}))
         return 0

@@ -9,11 +9,19 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from indexer import Chunk
 
-# One ranked list of chunks per question, best first.
-SearchFn = Callable[[Sequence[str], int], list[list[Chunk]]]
+class Retrieved(NamedTuple):
+    """One returned passage, as the metrics see it."""
+
+    document_id: str
+    text: str
+    highlight: str | None = None
+
+
+# One ranked list per question, best first.
+SearchFn = Callable[[Sequence[str], int], list[list[Retrieved]]]
 
 
 def normalise(text: str) -> str:
@@ -40,18 +48,27 @@ def read_questions(path: Path) -> list[Question]:
 
 
 def evidence_metrics(questions: Sequence[Question], search: SearchFn) -> dict[str, float]:
-    """R@1, R@5 and MRR@10, where a hit is a passage containing the evidence text."""
+    """R@1, R@5 and MRR@10, where a hit is a passage containing the evidence text; and ``highlight``, the
+    share of returned passages containing the evidence whose highlight contains it too."""
     results = search([q.question for q in questions], 10)
     r1 = r5 = mrr = 0.0
+    hits = highlighted = 0
     for q, passages in zip(questions, results, strict=True):
         evidence = normalise(q.evidence)
-        rank = next((i for i, c in enumerate(passages, 1) if evidence in normalise(c.text)), None)
+        rank = next((i for i, p in enumerate(passages, 1) if evidence in normalise(p.text)), None)
         if rank is not None:
             r1 += rank == 1
             r5 += rank <= 5
             mrr += 1.0 / rank
+        for p in passages:
+            if p.highlight is not None and evidence in normalise(p.text):
+                hits += 1
+                highlighted += evidence in normalise(p.highlight)
     n = max(1, len(questions))
-    return {"questions": len(questions), "R@1": r1 / n, "R@5": r5 / n, "MRR@10": mrr / n}
+    metrics = {"questions": len(questions), "R@1": r1 / n, "R@5": r5 / n, "MRR@10": mrr / n}
+    if hits:
+        metrics["highlight"] = highlighted / hits
+    return metrics
 
 
 def ndcg_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
@@ -102,13 +119,16 @@ def read_beir(directory: Path, split: str) -> BeirSet:
     return BeirSet(corpus=corpus, queries=queries, qrels=qrels)
 
 
-def beir_metrics(data: BeirSet, search: SearchFn, chunk_depth: int = 1000) -> dict[str, float]:
-    """Document-level nDCG@10 and Recall@100: a document ranks by its best chunk."""
+def beir_metrics(data: BeirSet, search: SearchFn) -> dict[str, float]:
+    """Document-level nDCG@10 and Recall@100: a document ranks by its best chunk.
+
+    ``search`` should return at most one chunk per document (group by document), 100 of them.
+    """
     ids = list(data.queries)
-    results = search([data.queries[i] for i in ids], chunk_depth)
+    results = search([data.queries[i] for i in ids], 100)
     ndcg = recall = 0.0
-    for query_id, chunks in zip(ids, results, strict=True):
-        ranked = list(dict.fromkeys(c.document_id for c in chunks))
+    for query_id, passages in zip(ids, results, strict=True):
+        ranked = list(dict.fromkeys(p.document_id for p in passages))
         ndcg += ndcg_at_k(ranked, data.qrels[query_id], 10)
         recall += recall_at_k(ranked, data.qrels[query_id], 100)
     n = max(1, len(ids))

@@ -7,6 +7,7 @@ The object is built once by the CLI (or by tests) and passed down; nothing else 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,14 @@ class Settings(BaseSettings):
     faiss_factory: str = Field(
         "Flat", description="FAISS index_factory string (wrapped in IDMap2); Flat = exact."
     )
+
+    # Retrieval.
+    fusion: Literal["rrf", "minmax", "zscore"] = Field("zscore", description="How hybrid mode fuses scores.")
+    fusion_alpha: float = Field(0.4, ge=0.0, le=1.0, description="Weight of the dense score in the fusion.")
+    highlight_alpha: float = Field(
+        0.7, ge=0.0, le=1.0, description="Weight of the dense score in highlights."
+    )
+    candidates: int = Field(100, ge=1, le=10_000, description="Candidates per retriever before fusion.")
 
     # Service.
     host: str = Field("127.0.0.1", description="Address to bind.")

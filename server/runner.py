@@ -41,9 +41,6 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        import faiss
-
-        faiss.omp_set_num_threads(self.settings.torch_threads)
         return create_app(self.settings)
 
 

@@ -43,43 +43,23 @@ def test_environment_settings_apply_and_flags_win(tmp_path, monkeypatch):
     assert settings.port == 9100 and settings.index_dir == tmp_path / "flag"
 
 
-def test_eval_questions_and_beir(capsys, cache_dir):
+def test_eval_reports_every_mode_on_questions_and_beir(capsys, cache_dir):
+    common = ["--cache-dir", str(cache_dir), "--quiet", "--json"]
     questions = DATA / "questions_sample.tsv"
+    assert main(["eval", "--questions", str(questions), "--corpus", str(CORPUS), *common]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["settings"]["chunk_tokens"] == 128
+    for mode in ("dense", "lexical", "hybrid"):
+        metrics = result[f"questions/{mode}"]
+        assert metrics["questions"] == 5
+        assert 0 <= metrics["R@1"] <= metrics["R@5"] <= 1 and 0 <= metrics["highlight"] <= 1
+    assert result["questions/hybrid"]["R@5"] >= 0.8  # own sample questions, not the dev set
     assert (
-        main(
-            [
-                "eval",
-                "--questions",
-                str(questions),
-                "--corpus",
-                str(CORPUS),
-                "--cache-dir",
-                str(cache_dir),
-                "--quiet",
-                "--json",
-            ]
-        )
+        main(["eval", "--beir", str(DATA / "scifact_sample"), "--split", "train", "--mode", "dense", *common])
         == 0
     )
     result = json.loads(capsys.readouterr().out)
-    assert result["questions"]["questions"] == 5
-    assert result["questions"]["R@5"] >= 0.6  # own sample questions, not the dev set
-    assert (
-        main(
-            [
-                "eval",
-                "--beir",
-                str(DATA / "scifact_sample"),
-                "--split",
-                "train",
-                "--cache-dir",
-                str(cache_dir),
-                "--quiet",
-                "--json",
-            ]
-        )
-        == 0
-    )
-    beir = json.loads(capsys.readouterr().out)["beir:scifact_sample/train"]
+    assert set(result) == {"settings", "beir:scifact_sample/train/dense"}
+    beir = result["beir:scifact_sample/train/dense"]
     assert beir["queries"] == 12
     assert 0.3 < beir["nDCG@10"] <= 1.0 and beir["Recall@100"] == 1.0  # 55 documents: all are in the top 100

@@ -6,13 +6,20 @@ import math
 
 import pytest
 
-from indexer import Chunk
-from semqa.evaluation import Question, evidence_metrics, ndcg_at_k, normalise, read_beir, recall_at_k
+from semqa.evaluation import (
+    Question,
+    Retrieved,
+    evidence_metrics,
+    ndcg_at_k,
+    normalise,
+    read_beir,
+    recall_at_k,
+)
 from tests.conftest import DATA
 
 
-def chunk(text: str, doc: str = "d") -> Chunk:
-    return Chunk(chunk_id=0, document_id=doc, title="", start=0, end=len(text), text=text)
+def hit(text: str, highlight: str | None = None) -> Retrieved:
+    return Retrieved("d", text, highlight)
 
 
 def test_ndcg_matches_hand_computation():
@@ -31,10 +38,21 @@ def test_evidence_is_matched_ignoring_case_and_white_space():
     questions = [Question("0", "q1", "four-DAY   conference"), Question("0", "q2", "absent")]
 
     def search(qs, k):
-        return [[chunk("nothing"), chunk("The four-day\nconference opened")], [chunk("nope")]]
+        return [[hit("nothing"), hit("The four-day\nconference opened")], [hit("nope")]]
 
     metrics = evidence_metrics(questions, search)
     assert metrics == {"questions": 2, "R@1": 0.0, "R@5": 0.5, "MRR@10": 0.25}
+
+
+def test_highlight_share_counts_passages_that_hold_the_evidence():
+    questions = [Question("0", "q", "four-day conference")]
+    passages = [
+        hit("The four-day conference opened. It rained.", "The four-day conference opened."),
+        hit("A four-day conference. Then more.", "Then more."),
+        hit("Unrelated text.", "Unrelated text."),
+    ]
+    metrics = evidence_metrics(questions, lambda qs, k: [passages])
+    assert metrics["highlight"] == 0.5
 
 
 def test_read_beir_layout():

@@ -42,7 +42,11 @@ def test_manifest_records_the_build(small_corpus, tmp_path, encoder):
     assert manifest["document_count"] == 2 and manifest["chunk_count"] == report.chunks
     assert manifest["chunking"] == {"chunk_tokens": 128, "overlap": 32}
     assert len(manifest["corpus_fingerprint"]) == 64 and manifest["built_at"]
-    assert set(manifest["files"]) == {"dense.faiss", "chunks.sqlite"}
+    assert {"dense.faiss", "chunks.sqlite", "lexical/ids.npy", "lexical/vocab.index.json"} <= set(
+        manifest["files"]
+    )
+    for name, meta in manifest["files"].items():
+        assert (report.version_dir / name).stat().st_size == meta["bytes"]
     version = load(tmp_path / "index", encoder)
     assert version.dense.ntotal == report.chunks
 
@@ -71,7 +75,9 @@ def test_no_index_is_a_clear_error(tmp_path, encoder):
         load(tmp_path / "empty", encoder)
 
 
-@pytest.mark.parametrize("name", ["dense.faiss", "chunks.sqlite", "manifest.json"])
+@pytest.mark.parametrize(
+    "name", ["dense.faiss", "chunks.sqlite", "manifest.json", "lexical/data.csc.index.npy"]
+)
 @pytest.mark.parametrize("damage", ["truncate", "garble"])
 def test_damaged_files_are_refused_naming_the_file(small_corpus, tmp_path, encoder, name, damage):
     report = build(small_corpus, tmp_path / "index", encoder)
@@ -148,9 +154,13 @@ def test_embeddings_are_cached_by_text(small_corpus, tmp_path, encoder):
     (small_corpus / "c.txt").write_text("A new document about the Chang'e 5 lunar sample return.")
     second = build(small_corpus, tmp_path / "index", encoder, cache=cache)
     assert second.embedded == 1  # only the new chunk was computed
-    texts = ["Tiangong is China's space station.", "Three astronauts live aboard."]
-    cached, computed = cache.encode(texts)
-    assert computed == 2
-    again, computed = cache.encode(texts)
+    texts = ["Wentian is a lab module. It docked in July.", "Cakes need flour."]
+    spans = [[(0, 24), (25, 43)], [(0, 17)]]
+    cached, span_vectors, computed = cache.encode(texts, spans)
+    assert computed == 2 and [v.shape for v in span_vectors] == [(2, 384), (1, 384)]
+    again, span_again, computed = cache.encode(texts, spans)
     assert computed == 0
-    assert np.allclose(cached, encoder.encode(texts), atol=1e-6) and np.array_equal(cached, again)
+    assert np.allclose(cached, encoder.encode(texts), atol=1e-5) and np.array_equal(cached, again)
+    assert all(np.array_equal(a, b) for a, b in zip(span_vectors, span_again, strict=True))
+    _, _, computed = cache.encode(texts[:1], [[(0, 43)]])  # other spans of the same text: computed anew
+    assert computed == 1

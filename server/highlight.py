@@ -1,0 +1,102 @@
+"""The span of a passage that best answers the question: one sentence, or a short word window where the
+text has no sentences (the stemmed white paper).
+
+Spans are scored like retrieval scores passages: BM25 over the same analysed terms with the corpus' own
+idf, fused with the question's cosine to the sentence's vector, which the indexer stored from the passage's
+own forward pass (late chunking: the sentence read in context). No model call happens here. Inside a sentence too long to quote
+(unpunctuated text), the window is the one holding the most question words, centred on them, so the words
+around the match (where the answer usually is) come with it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.chunking import LONG_SENTENCE_WORDS, sentence_spans, word_spans
+
+WINDOW_WORDS = 20  # length of the word window quoted from a sentence too long to quote whole
+K1, B = 1.2, 0.75
+
+Analyzer = Callable[[Sequence[str]], list[list[str]]]
+
+
+@dataclass(frozen=True)
+class Highlight:
+    text: str
+    start: int  # offsets inside the passage text
+    end: int
+    score: float
+
+
+def _window(
+    words: list[tuple[int, int]], word_terms: list[list[str]], wanted: Mapping[str, float]
+) -> tuple[int, int]:
+    """The ``WINDOW_WORDS`` window holding the most (idf-weighted, distinct) question terms; among equals,
+    the one whose matching words sit closest to its centre."""
+    size = min(WINDOW_WORDS, len(words))
+    best_key: tuple[float, float] = (-1.0, 0.0)
+    best_first = 0
+    for first in range(len(words) - size + 1):
+        inside = word_terms[first : first + size]
+        matched = {t for terms in inside for t in terms if t in wanted}
+        positions = [i for i, terms in enumerate(inside) if any(t in wanted for t in terms)]
+        off_centre = abs(sum(positions) / len(positions) - (size - 1) / 2) if positions else 0.0
+        key = (round(sum(wanted[t] for t in matched), 9), -off_centre)
+        if key > best_key:
+            best_key, best_first = key, first
+    return words[best_first][0], words[best_first + size - 1][1]
+
+
+def candidate_spans(text: str, wanted: Mapping[str, float], analyze: Analyzer) -> list[tuple[int, int]]:
+    """Sentences of ``text``; inside a sentence too long to quote, its best word window."""
+    spans: list[tuple[int, int]] = []
+    for start, end in sentence_spans(text):
+        words = word_spans(text, start, end)
+        if len(words) <= LONG_SENTENCE_WORDS:
+            spans.append((start, end))
+        else:
+            spans.append(_window(words, analyze([text[s:e] for s, e in words]), wanted))
+    return spans
+
+
+def _bm25(span_terms: list[list[str]], wanted: Mapping[str, float]) -> np.ndarray:
+    average = max(1.0, sum(len(t) for t in span_terms) / max(1, len(span_terms)))
+    scores = np.zeros(len(span_terms))
+    for i, terms in enumerate(span_terms):
+        counts = Counter(terms)
+        norm = K1 * (1 - B + B * len(terms) / average)
+        scores[i] = sum(w * counts[t] * (K1 + 1) / (counts[t] + norm) for t, w in wanted.items() if counts[t])
+    return scores
+
+
+def best_span(
+    text: str,
+    question_terms: Sequence[str],
+    idf: Mapping[str, float],
+    analyze: Analyzer,
+    dense: Mapping[tuple[int, int], float] | None = None,
+    alpha: float = 0.5,
+) -> Highlight:
+    """The best span of ``text``: BM25 of the question's terms, fused (z-scores, ``alpha`` on the dense side)
+    with ``dense``, the question's cosine to each stored sentence vector. The first span wins ties."""
+    wanted = {t: idf[t] for t in question_terms if idf.get(t, 0.0) > 0}
+    spans = candidate_spans(text, wanted, analyze) or [(0, len(text))]
+    scores = _bm25(analyze([text[s:e] for s, e in spans]), wanted)
+    if dense:
+        cosines = np.array([dense.get(span, np.nan) for span in spans])
+        known = ~np.isnan(cosines)
+        if known.sum() > 1:  # a window has no stored vector: it gets the average dense evidence
+            cosines[~known] = cosines[known].mean()
+            scores = (1 - alpha) * _zscore(scores) + alpha * _zscore(cosines)
+    best = int(np.argmax(scores))
+    start, end = spans[best]
+    return Highlight(text[start:end], start, end, float(scores[best]))
+
+
+def _zscore(values: np.ndarray) -> np.ndarray:
+    std = float(values.std())
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
