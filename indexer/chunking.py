@@ -21,9 +21,56 @@ from typing import Any, Protocol
 
 from indexer.documents import Chunk, Document
 
-# A sentence ends at . ! ? (or their CJK forms), possibly followed by closing quotes or brackets, before
-# white space; a line break always ends a unit (headings, list items, table rows).
-_SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?=\s)|\n")
+# A sentence ends at . ! ? (possibly followed by closing quotes or brackets) when the next word starts with
+# a capital letter (or an opening quote or bracket then one), and not after a common abbreviation
+# ("Dr. Wang", "Sept. 18" already fails the capital test); CJK full stops end a sentence as they are.
+# A line break always ends a unit (headings, list items, table rows).
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s+[\"'“‘(\[]?[A-Z])|[。！？]+|\n")
+_ABBREVIATIONS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "st",
+        "jr",
+        "sr",
+        "no",
+        "vs",
+        "al",
+        "cf",
+        "ca",
+        "fig",
+        "vol",
+        "gen",
+        "col",
+        "rev",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "univ",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "e.g",
+        "i.e",
+        "etc",
+        "approx",
+    ]
+)
+_WORD_BEFORE = re.compile(r"(\S+)$")
 _WORD = re.compile(r"\S+")
 # A "sentence" longer than this (unpunctuated text) is not quoted whole: highlights use word windows there.
 LONG_SENTENCE_WORDS = 40
@@ -84,12 +131,25 @@ class _TokenIndex:
         return self.offsets[lo:hi]
 
 
+def _after_abbreviation(text: str, dot: int) -> bool:
+    if text[dot] != ".":
+        return False
+    before = _WORD_BEFORE.search(text, max(0, dot - 12), dot)
+    if before is None:
+        return False
+    word = before.group(1).lstrip("(\"'“")
+    return word.lower() in _ABBREVIATIONS or (len(word) == 1 and word.isupper())  # an initial: "A. Smith"
+
+
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """``(start, end)`` of each sentence (or line) of ``text[start:end]``, white space trimmed."""
     end = len(text) if end is None else end
     spans: list[tuple[int, int]] = []
     cursor = start
-    for bound in [m.end() for m in _SENTENCE_END.finditer(text, start, end)] + [end]:
+    ends = [
+        m.end() for m in _SENTENCE_END.finditer(text, start, end) if not _after_abbreviation(text, m.start())
+    ]
+    for bound in [*ends, end]:
         s, e = _strip_span(text, cursor, bound)
         cursor = bound
         if s < e:

@@ -36,7 +36,7 @@ import numpy as np
 from indexer.documents import Chunk, Document
 from indexer.lexical import LexicalIndex
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: lexical index and sentence span vectors
 MANIFEST = "manifest.json"
 DENSE_FILE = "dense.faiss"
 CHUNKS_FILE = "chunks.sqlite"

@@ -10,11 +10,47 @@ from flask import current_app, request
 
 from semqa.settings import Settings
 from server.schemas import AskOut, HealthOut, ask_schema
-from server.search import Searcher
+from server.search import Passage, Searcher, SearchOptions
 
 
 def searcher() -> Searcher:
     return current_app.extensions["semqa.searcher"]
+
+
+def passage_json(p: Passage) -> dict[str, Any]:
+    chunk = p.chunk
+    return {
+        "text": chunk.text,
+        "score": p.score,
+        "scores": {"dense": p.dense_score, "lexical": p.lexical_score},
+        "document_id": chunk.document_id,
+        "title": chunk.title,
+        "chunk_id": str(chunk.chunk_id),
+        "start": chunk.start,
+        "end": chunk.end,
+        "highlight": None
+        if p.highlight is None
+        else {
+            "text": p.highlight.text,
+            "start": p.highlight.start,
+            "end": p.highlight.end,
+        },
+        "metadata": chunk.metadata,
+    }
+
+
+def answer_json(p: Passage) -> dict[str, Any]:
+    """The top passage's highlight (or the passage itself), with offsets in its document."""
+    chunk = p.chunk
+    start, end = (p.highlight.start, p.highlight.end) if p.highlight else (0, len(chunk.text))
+    return {
+        "text": chunk.text[start:end],
+        "document_id": chunk.document_id,
+        "title": chunk.title,
+        "chunk_id": str(chunk.chunk_id),
+        "start": chunk.start + start,
+        "end": chunk.start + end,
+    }
 
 
 def create_api(settings: Settings) -> APIBlueprint:
@@ -30,25 +66,23 @@ def create_api(settings: Settings) -> APIBlueprint:
     @api.input(ask_schema(settings), location="json", arg_name="body")
     @api.output(AskOut)
     @api.doc(
-        summary="Passages that answer a question", description="Best first; scores are cosine similarities."
+        summary="Passages that answer a question",
+        description="Best first, each with the span that best answers; `answer` quotes the top one.",
     )
     def ask(body: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        passages = searcher().search(body["question"], body["top_k"])
+        options = SearchOptions(
+            mode=body["mode"],
+            documents=body["documents"],
+            group_by_document=body["group_by_document"],
+            min_score=body["min_score"],
+        )
+        passages = searcher().search(body["question"], body["top_k"], options)
         return {
             "question": body["question"],
-            "passages": [
-                {
-                    "text": p.chunk.text,
-                    "score": p.score,
-                    "document_id": p.chunk.document_id,
-                    "title": p.chunk.title,
-                    "chunk_id": str(p.chunk.chunk_id),
-                    "start": p.chunk.start,
-                    "end": p.chunk.end,
-                }
-                for p in passages
-            ],
+            "mode": options.mode,
+            "answer": answer_json(passages[0]) if passages else None,
+            "passages": [passage_json(p) for p in passages],
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
         }
 

@@ -19,6 +19,8 @@ import numpy as np
 from indexer.chunking import LONG_SENTENCE_WORDS, sentence_spans, word_spans
 
 WINDOW_WORDS = 20  # length of the word window quoted from a sentence too long to quote whole
+HEADING_WORDS = 12
+SENTENCE_MARKS = (".", "!", "?", "…", "。", "！", "？", ":", ";")
 K1, B = 1.2, 0.75
 
 Analyzer = Callable[[Sequence[str]], list[list[str]]]
@@ -51,16 +53,30 @@ def _window(
     return words[best_first][0], words[best_first + size - 1][1]
 
 
-def candidate_spans(text: str, wanted: Mapping[str, float], analyze: Analyzer) -> list[tuple[int, int]]:
-    """Sentences of ``text``; inside a sentence too long to quote, its best word window."""
+def _is_heading(sentence: str, title: str) -> bool:
+    """The document's title, or a short line with no sentence punctuation: it names the topic (so it
+    repeats the question's words) but rarely answers anything, and the title is shown beside the passage."""
+    if sentence.strip().lower() == title.strip().lower():
+        return True
+    return len(sentence.split()) <= HEADING_WORDS and not sentence.rstrip("\"'”’)]").endswith(SENTENCE_MARKS)
+
+
+def candidate_spans(
+    text: str, wanted: Mapping[str, float], analyze: Analyzer, title: str = ""
+) -> list[tuple[int, int]]:
+    """Sentences of ``text`` (headings only when there is nothing else); inside a sentence too long to
+    quote, its best word window."""
     spans: list[tuple[int, int]] = []
+    headings: list[tuple[int, int]] = []
     for start, end in sentence_spans(text):
         words = word_spans(text, start, end)
-        if len(words) <= LONG_SENTENCE_WORDS:
-            spans.append((start, end))
-        else:
+        if len(words) > LONG_SENTENCE_WORDS:
             spans.append(_window(words, analyze([text[s:e] for s, e in words]), wanted))
-    return spans
+        elif _is_heading(text[start:end], title):
+            headings.append((start, end))
+        else:
+            spans.append((start, end))
+    return spans or headings
 
 
 def _bm25(span_terms: list[list[str]], wanted: Mapping[str, float]) -> np.ndarray:
@@ -80,11 +96,12 @@ def best_span(
     analyze: Analyzer,
     dense: Mapping[tuple[int, int], float] | None = None,
     alpha: float = 0.5,
+    title: str = "",
 ) -> Highlight:
     """The best span of ``text``: BM25 of the question's terms, fused (z-scores, ``alpha`` on the dense side)
     with ``dense``, the question's cosine to each stored sentence vector. The first span wins ties."""
     wanted = {t: idf[t] for t in question_terms if idf.get(t, 0.0) > 0}
-    spans = candidate_spans(text, wanted, analyze) or [(0, len(text))]
+    spans = candidate_spans(text, wanted, analyze, title) or [(0, len(text))]
     scores = _bm25(analyze([text[s:e] for s, e in spans]), wanted)
     if dense:
         cosines = np.array([dense.get(span, np.nan) for span in spans])

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from apiflask import Schema
-from apiflask.fields import Float, Integer, List, Nested, String
-from apiflask.validators import Length, Range
+from apiflask.fields import Boolean, Dict, Float, Integer, List, Nested, String
+from apiflask.validators import Length, OneOf, Range
 from marshmallow import RAISE, ValidationError
 
 from semqa.settings import Settings
+from server.search import MODES
+
+MAX_FILTER_DOCUMENTS = 1000
+
+
+class StrictBoolean(Boolean):
+    """JSON true or false only (marshmallow's Boolean also takes 1, "yes", "true")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class StrictFloat(Float):
+    """A JSON number, not a string that looks like one (marshmallow's Float accepts "0.5")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 def _not_blank(value: str) -> None:
@@ -33,13 +56,43 @@ def ask_schema(settings: Settings) -> type[Schema]:
             validate=Range(1, settings.max_top_k),
             metadata={"description": f"How many passages to return, 1 to {settings.max_top_k}."},
         )
+        mode = String(
+            load_default="hybrid",
+            validate=OneOf(MODES),
+            metadata={"description": "hybrid (BM25 and dense, fused; default), dense, or lexical (BM25)."},
+        )
+        documents = List(
+            String(validate=Length(min=1, max=1024)),
+            load_default=None,
+            validate=Length(min=1, max=MAX_FILTER_DOCUMENTS),
+            metadata={"description": "Search only these document ids (unknown ids match nothing)."},
+        )
+        group_by_document = StrictBoolean(
+            load_default=False, metadata={"description": "At most one passage per document."}
+        )
+        min_score = StrictFloat(
+            load_default=None,
+            allow_nan=False,
+            metadata={"description": "Drop passages whose score (in the mode's scale) is below this."},
+        )
 
     return AskIn
 
 
+class HighlightOut(Schema):
+    text = String()
+    start = Integer(metadata={"description": "Offset of the highlight in the passage text."})
+    end = Integer()
+
+
 class PassageOut(Schema):
     text = String()
-    score = Float()
+    score = Float(
+        metadata={"description": "dense: cosine; lexical: BM25; hybrid: fused z-scores (relative)."}
+    )
+    scores = Dict(
+        metadata={"description": "The dense (cosine; null in lexical mode) and lexical (BM25) scores."}
+    )
     document_id = String()
     title = String()
     chunk_id = String(
@@ -47,10 +100,23 @@ class PassageOut(Schema):
     )
     start = Integer(metadata={"description": "Offset of the passage in the document text."})
     end = Integer()
+    highlight = Nested(HighlightOut, metadata={"description": "The span of the passage that best answers."})
+    metadata = Dict(metadata={"description": "Passage metadata, e.g. the PDF page it starts on."})
+
+
+class AnswerOut(Schema):
+    text = String(metadata={"description": "The best highlight of the top passage."})
+    document_id = String()
+    title = String()
+    chunk_id = String()
+    start = Integer(metadata={"description": "Offset of the answer in the document text."})
+    end = Integer()
 
 
 class AskOut(Schema):
     question = String()
+    mode = String()
+    answer = Nested(AnswerOut, allow_none=True, metadata={"description": "null when no passage matched."})
     passages = List(Nested(PassageOut))
     took_ms = Float()
 

@@ -143,7 +143,9 @@ class Searcher:
         for p in passages:
             offsets, vectors = stored.get(p.chunk.chunk_id, ([], None))
             dense = dict(zip(offsets, (vectors @ vector).tolist(), strict=True)) if offsets else None
-            span = best_span(p.chunk.text, terms, idf, lexical.analyze, dense, self.config.highlight_alpha)
+            span = best_span(
+                p.chunk.text, terms, idf, lexical.analyze, dense, self.config.highlight_alpha, p.chunk.title
+            )
             highlighted.append(replace(p, highlight=span))
         return highlighted
 

@@ -7,7 +7,18 @@ import pytest
 from indexer import read_corpus
 from tests.conftest import CORPUS
 
-PASSAGE_FIELDS = {"text", "score", "document_id", "title", "chunk_id", "start", "end"}
+PASSAGE_FIELDS = {
+    "text",
+    "score",
+    "scores",
+    "document_id",
+    "title",
+    "chunk_id",
+    "start",
+    "end",
+    "highlight",
+    "metadata",
+}
 
 
 def test_ask_returns_ranked_passages_from_the_corpus(client):
@@ -28,6 +39,32 @@ def test_ask_returns_ranked_passages_from_the_corpus(client):
     for p in passages:
         assert documents[p["document_id"]][p["start"] : p["end"]] == p["text"]
         assert int(p["chunk_id"]) >= 0
+        assert p["text"][p["highlight"]["start"] : p["highlight"]["end"]] == p["highlight"]["text"]
+    assert body["mode"] == "hybrid"
+    answer = body["answer"]
+    assert answer["text"] == passages[0]["highlight"]["text"]
+    assert (
+        answer["document_id"] == passages[0]["document_id"] and answer["chunk_id"] == passages[0]["chunk_id"]
+    )
+    assert documents[answer["document_id"]][answer["start"] : answer["end"]] == answer["text"]
+    where = client.post("/ask", json={"question": "In which city is the 2020 China Space Conference held?"})
+    assert "Fuzhou" in where.get_json()["answer"]["text"]
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_options_over_the_api(client, mode):
+    target = "002_353dd3b29b1f0b6d.txt"
+    body = {"question": "Who attended?", "mode": mode, "documents": [target], "top_k": 2}
+    response = client.post("/ask", json=body).get_json()
+    assert response["mode"] == mode
+    assert [p["document_id"] for p in response["passages"]] == [target, target]
+    grouped = client.post(
+        "/ask", json={"question": "space", "mode": mode, "top_k": 5, "group_by_document": True}
+    )
+    ids = [p["document_id"] for p in grouped.get_json()["passages"]]
+    assert len(ids) == len(set(ids)) == 5
+    high = client.post("/ask", json={"question": "space", "mode": mode, "min_score": 1e9}).get_json()
+    assert high["passages"] == [] and high["answer"] is None
 
 
 def test_top_k_is_respected(client):
@@ -59,6 +96,17 @@ BAD_BODIES = [
     ({"question": "ok", "top_k": 2.5}, "top_k"),
     ({"question": "ok", "top_k": True}, "top_k"),
     ({"question": "ok", "extra": 1}, "extra"),
+    ({"question": "ok", "mode": "fast"}, "mode"),
+    ({"question": "ok", "mode": None}, "mode"),
+    ({"question": "ok", "documents": []}, "documents"),
+    ({"question": "ok", "documents": "a.txt"}, "documents"),
+    ({"question": "ok", "documents": [1]}, "documents"),
+    ({"question": "ok", "documents": [""]}, "documents"),
+    ({"question": "ok", "documents": ["d"] * 1001}, "documents"),
+    ({"question": "ok", "group_by_document": "yes"}, "group_by_document"),
+    ({"question": "ok", "group_by_document": 1}, "group_by_document"),
+    ({"question": "ok", "min_score": "0.5"}, "min_score"),
+    ({"question": "ok", "min_score": True}, "min_score"),
     (["question"], "invalid"),
     ("question", "invalid"),
 ]

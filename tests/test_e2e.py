@@ -33,9 +33,25 @@ def test_served_by_gunicorn_and_answers_questions(server):
     )
     assert response.status_code == 200
     assert "gunicorn" in response.headers.get("Server", "")
-    passages = response.json()["passages"]
-    assert len(passages) == 3
-    assert "Fuzhou" in passages[0]["text"]
+    body = response.json()
+    passages = body["passages"]
+    assert len(passages) == 3 and body["mode"] == "hybrid"
+    assert "Fuzhou" in passages[0]["text"] and "Fuzhou" in body["answer"]["text"]
+
+
+def test_options_over_http(server):
+    body = {
+        "question": "Who organised it?",
+        "mode": "lexical",
+        "documents": ["003_505b4bb4a6734e00.txt"],
+        "top_k": 2,
+    }
+    response = requests.post(server + "/ask", json=body, timeout=30)
+    assert response.status_code == 200 and response.json()["mode"] == "lexical"
+    assert {p["document_id"] for p in response.json()["passages"]} <= {"003_505b4bb4a6734e00.txt"}
+    body = {"question": "space", "group_by_document": True, "top_k": 5}
+    ids = [p["document_id"] for p in requests.post(server + "/ask", json=body, timeout=30).json()["passages"]]
+    assert len(ids) == len(set(ids)) == 5
 
 
 @pytest.mark.parametrize(
@@ -50,6 +66,10 @@ def test_served_by_gunicorn_and_answers_questions(server):
         ({"json": {"question": "ok", "top_k": 100}}, 400),
         ({"json": {"question": "ok", "top_k": "3"}}, 400),
         ({"json": {"question": "ok", "unknown": True}}, 400),
+        ({"json": {"question": "ok", "mode": "semantic"}}, 400),
+        ({"json": {"question": "ok", "documents": []}}, 400),
+        ({"json": {"question": "ok", "min_score": "high"}}, 400),
+        ({"json": {"question": "ok", "group_by_document": "true"}}, 400),
         ({"data": "x" * 200_000, "headers": {"Content-Type": "application/json"}}, 413),
     ],
 )

@@ -1,0 +1,122 @@
+"""Retrieval modes, fusion, filters and highlights on the real corpus index (shared suite for every mode)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.lexical import LexicalIndex
+from server import SearchOptions
+from server.fusion import FUSIONS, fuse
+from server.highlight import best_span
+
+MODES = ["dense", "lexical", "hybrid"]
+WHITE_PAPER = "004_7eff6b0a2d74b62d.txt"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_returns_ranked_passages(searcher, mode):
+    passages = searcher.search(
+        "How many launch missions did the Long March rockets fly?", 5, SearchOptions(mode=mode)
+    )
+    assert len(passages) == 5
+    scores = [p.score for p in passages]
+    assert scores == sorted(scores, reverse=True)
+    assert len({p.chunk.chunk_id for p in passages}) == 5
+    assert all(p.highlight is not None and p.highlight.text in p.chunk.text for p in passages)
+    if mode == "lexical":
+        assert all(p.dense_score is None for p in passages)
+    else:
+        assert all(-1.0 <= p.dense_score <= 1.0 for p in passages)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_documents_filter_applies_before_ranking(searcher, mode):
+    target = "002_353dd3b29b1f0b6d.txt"
+    options = SearchOptions(mode=mode, documents=[target])
+    question = "astronauts on rocket launches to the space station"  # best passages are elsewhere
+    unfiltered = searcher.search(question, 3, SearchOptions(mode=mode))
+    assert target not in {p.chunk.document_id for p in unfiltered}
+    passages = searcher.search(question, 3, options)
+    assert len(passages) == 3 and {p.chunk.document_id for p in passages} == {target}
+    assert searcher.search("rocket launch", 3, SearchOptions(mode=mode, documents=["no-such-doc"])) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_group_by_document_and_min_score(searcher, mode):
+    grouped = searcher.search("space conference", 10, SearchOptions(mode=mode, group_by_document=True))
+    ids = [p.chunk.document_id for p in grouped]
+    assert len(ids) == len(set(ids)) and len(ids) >= 4
+    everything = searcher.search("space conference", 20, SearchOptions(mode=mode))
+    threshold = everything[3].score
+    kept = searcher.search("space conference", 20, SearchOptions(mode=mode, min_score=threshold))
+    assert len(kept) >= 4 and all(p.score >= threshold for p in kept)
+    assert len(kept) < len(everything)
+
+
+def test_plain_english_question_matches_the_stemmed_white_paper(searcher):
+    # The white paper is stemmed and unpunctuated; the analyzer stems the question the same way.
+    passages = searcher.search(
+        "How many operating vehicles are protected by BeiDou?", 3, SearchOptions(mode="lexical")
+    )
+    assert passages[0].chunk.document_id == WHITE_PAPER
+    assert "oper vehicl" in passages[0].chunk.text
+
+
+def test_hybrid_combines_both_signals(searcher):
+    # A question each retriever alone ranks differently: hybrid's top passage is strong on both scores.
+    question = "Which relay satellites upgraded the relay satellite system?"
+    top = searcher.search(question, 1, SearchOptions(mode="hybrid"))[0]
+    dense_top = searcher.search(question, 20, SearchOptions(mode="dense"))
+    lexical_top = searcher.search(question, 20, SearchOptions(mode="lexical"))
+    assert top.chunk.chunk_id in {p.chunk.chunk_id for p in dense_top}
+    assert top.chunk.chunk_id in {p.chunk.chunk_id for p in lexical_top}
+
+
+def test_fusion_methods():
+    dense = np.array([0.9, 0.5, 0.1])
+    lexical = np.array([0.0, 10.0, 5.0])
+    for method in FUSIONS:
+        fused = fuse(dense, lexical, method, alpha=1.0)
+        assert list(np.argsort(-fused)) == [0, 1, 2]  # alpha=1: dense order
+        fused = fuse(dense, lexical, method, alpha=0.0)
+        assert list(np.argsort(-fused)) == [1, 2, 0]  # alpha=0: lexical order
+    assert fuse(dense, lexical, "zscore", 0.5)[1] == pytest.approx(max(fuse(dense, lexical, "zscore", 0.5)))
+    with pytest.raises(ValueError, match="rrf, minmax, zscore"):
+        fuse(dense, lexical, "nope")
+
+
+def test_lexical_index_round_trips_through_plain_files(tmp_path):
+    index = LexicalIndex.build(
+        ["The rocket launched.", "Satellites orbit the Earth.", "Rockets and rocket engines."], [7, 8, 9]
+    )
+    files = index.save(tmp_path / "lexical")
+    assert all(f.suffix in (".npy", ".json") for f in files)  # no pickle
+    loaded = LexicalIndex.load(tmp_path / "lexical")
+    assert np.allclose(loaded.scores("launching rockets"), index.scores("launching rockets"))
+    scores = loaded.scores("launching rockets")
+    assert scores[0] > 0 and scores[2] > 0 and scores[1] == 0
+    assert list(loaded.ids) == [7, 8, 9]
+    assert loaded.scores("the and of").max() == 0  # stop words only
+
+
+def test_highlight_is_a_sentence_or_a_centred_window(searcher):
+    index = searcher.version.lexical
+    prose = "The symposium opened on Monday. A memorandum was signed by China and Russia. It rained."
+    terms = index.analyze(["Who signed the memorandum?"])[0]
+    span = best_span(prose, terms, index.idf(terms), index.analyze)
+    assert span.text == "A memorandum was signed by China and Russia."
+    assert prose[span.start : span.end] == span.text
+    words = [f"filler{i}" for i in range(60)]
+    words[30:33] = ["tianlian", "relay", "satellit"]
+    stemmed = " ".join(words)
+    terms = index.analyze(["tianlian relay satellite"])[0]
+    window = best_span(stemmed, terms, index.idf(terms), index.analyze)
+    inside = window.text.split()
+    assert len(inside) == 20 and "tianlian" in inside
+    assert 6 <= inside.index("tianlian") <= 10  # centred on the match, context on both sides
+    dense = {(0, 31): 0.9, (32, 76): 0.1, (77, 86): 0.2}  # a strong dense signal can outvote lexical
+    span = best_span(
+        prose, index.analyze(["When did it open?"])[0], index.idf(terms), index.analyze, dense, alpha=1.0
+    )
+    assert span.text == "The symposium opened on Monday."
