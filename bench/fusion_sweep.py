@@ -63,7 +63,9 @@ def main() -> None:
     with _scratch_searcher(settings, [args.corpus], encoder) as base:  # type: ignore[arg-type]
         for name, mode, config in configurations():
             searcher = Searcher(
-                base.encoder, base.version, RetrievalConfig(config.fusion, config.alpha, args.candidates)
+                base.encoder,
+                base.version,
+                RetrievalConfig(fusion=config.fusion, alpha=config.alpha, candidates=args.candidates),
             )
             rows.setdefault(name, {}).update(
                 {
@@ -75,7 +77,9 @@ def main() -> None:
     with _scratch_searcher(settings, [scifact.corpus], encoder) as base:  # type: ignore[arg-type]
         for name, mode, config in configurations():
             searcher = Searcher(
-                base.encoder, base.version, RetrievalConfig(config.fusion, config.alpha, args.candidates)
+                base.encoder,
+                base.version,
+                RetrievalConfig(fusion=config.fusion, alpha=config.alpha, candidates=args.candidates),
             )
             metrics = evaluation.beir_metrics(scifact, _eval_search(searcher, mode, beir=True))
             rows[name].update({f"scifact {k}": v for k, v in metrics.items()})

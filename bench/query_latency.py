@@ -1,8 +1,11 @@
-"""Query latency over HTTP (gunicorn) beside the raw encode+search time of the same queries, in one run.
+"""Query latency per mode over HTTP (gunicorn) beside the raw search time of the same queries, in one run.
 
-The difference of the p50s is what the HTTP layer costs (parsing, validation, JSON, the socket).
+For each dataset (the corpus; SciFact when ../shared is there) an index is built (embeddings come from the
+cache), `semqa serve` is started, and every mode answers the same questions over HTTP and in process,
+interleaved so that machine noise hits all alike. The p50 difference HTTP - raw is what the HTTP layer
+costs; hybrid - dense is what fusion costs.
 
-    python bench/query_latency.py [--requests 200]
+    python bench/query_latency.py [--requests 200] [--no-scifact]
 """
 
 from __future__ import annotations
@@ -10,20 +13,20 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-from embeddings import load_encoder
+from embeddings import EmbeddingCache, load_encoder
 from indexer import ChunkingConfig, build_index, load_version
 from semqa.launch import running_server
-from server import Searcher
+from semqa.settings import Settings
+from server import MODES, Searcher, SearchOptions
 
 REPO = Path(__file__).resolve().parent.parent
-DEV = REPO.parent / "shared" / "eval" / "dev_questions.tsv"
+SHARED = REPO.parent / "shared" / "eval"
 SAMPLE = REPO / "tests" / "data" / "questions_sample.tsv"
 
 
@@ -32,61 +35,95 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def questions() -> list[str]:
-    path = DEV if DEV.is_file() else SAMPLE
+def corpus_questions() -> list[str]:
+    path = SHARED / "dev_questions.tsv" if (SHARED / "dev_questions.tsv").is_file() else SAMPLE
     with path.open(newline="") as handle:
         return [row["question"] for row in csv.DictReader(handle, delimiter="\t")]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--top-k", type=int, default=5)
-    args = parser.parse_args()
-    qs = questions()
-    batch = [qs[i % len(qs)] for i in range(args.requests)]
+def scifact_questions(limit: int) -> list[str]:
+    with (SHARED / "scifact" / "queries_train.jsonl").open() as handle:
+        return [json.loads(line)["text"] for line, _ in zip(handle, range(limit))]
 
+
+def measure(
+    name: str, corpus: Path, questions: list[str], args: argparse.Namespace
+) -> list[dict[str, object]]:
+    settings = Settings(quiet=True)
+    encoder = load_encoder()
+    rows = []
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
-        encoder = load_encoder()
-        build_index([REPO / "corpus"], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig())
-        searcher = Searcher(
-            encoder, load_version(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+        build_index(
+            [corpus],
+            index_dir=index_dir,
+            encoder=encoder,
+            chunking=ChunkingConfig(),
+            cache=EmbeddingCache(settings.cache_dir, encoder),
         )
+        version = load_version(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+        searcher = Searcher(encoder, version)
+        batch = [questions[i % len(questions)] for i in range(args.requests)]
         with running_server(
             ["--index-dir", str(index_dir), "--workers", "1"], env={"SEMQA_QUIET": "1"}
         ) as server:
             session = requests.Session()
-            for q in qs:  # warm up both paths
-                session.post(
-                    server.url + "/ask", json={"question": q, "top_k": args.top_k}
-                ).raise_for_status()
-                searcher.search(q, args.top_k)
-            http, raw = [], []
-            for q in batch:  # interleaved so noise hits both alike
-                started = time.perf_counter()
-                session.post(
-                    server.url + "/ask", json={"question": q, "top_k": args.top_k}
-                ).raise_for_status()
-                http.append((time.perf_counter() - started) * 1000)
-                started = time.perf_counter()
-                searcher.search(q, args.top_k)
-                raw.append((time.perf_counter() - started) * 1000)
-    rows = {"HTTP POST /ask (gunicorn, 1 worker)": http, "raw encode + search, in process": raw}
-    print(f"| path ({args.requests} queries, top_k={args.top_k}) | p50 ms | p95 ms |")
-    print("|---|---:|---:|")
-    for name, values in rows.items():
-        print(f"| {name} | {percentile(values, 50):.1f} | {percentile(values, 95):.1f} |")
-    overhead = statistics.median(http) - statistics.median(raw)
-    print(f"| HTTP overhead (p50 difference) | **{overhead:.1f}** | |")
-    print(
-        json.dumps(
+            timings: dict[str, tuple[list[float], list[float]]] = {mode: ([], []) for mode in MODES}
+            for i, question in enumerate(batch):
+                for mode in MODES:
+                    body = {"question": question, "top_k": args.top_k, "mode": mode}
+                    started = time.perf_counter()
+                    session.post(server.url + "/ask", json=body, timeout=60).raise_for_status()
+                    http_ms = (time.perf_counter() - started) * 1000
+                    started = time.perf_counter()
+                    searcher.search(question, args.top_k, SearchOptions(mode=mode))  # type: ignore[arg-type]
+                    raw_ms = (time.perf_counter() - started) * 1000
+                    if i >= args.warmup:
+                        timings[mode][0].append(http_ms)
+                        timings[mode][1].append(raw_ms)
+    for mode, (http, raw) in timings.items():
+        rows.append(
             {
-                "http_ms": [percentile(http, 50), percentile(http, 95)],
-                "raw_ms": [percentile(raw, 50), percentile(raw, 95)],
+                "dataset": name,
+                "chunks": version.manifest.chunk_count,
+                "mode": mode,
+                "http_p50": percentile(http, 50),
+                "http_p95": percentile(http, 95),
+                "raw_p50": percentile(raw, 50),
+                "raw_p95": percentile(raw, 95),
             }
         )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200, help="questions per mode and dataset")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--no-scifact", action="store_true")
+    args = parser.parse_args()
+    if args.requests <= args.warmup:
+        parser.error("--requests must be larger than --warmup")
+    rows = measure("corpus", REPO / "corpus", corpus_questions(), args)
+    if not args.no_scifact and (SHARED / "scifact").is_dir():
+        rows += measure(
+            "scifact", SHARED / "scifact" / "corpus.jsonl", scifact_questions(args.requests), args
+        )
+    print(f"{args.requests - args.warmup} timed questions per row, top_k={args.top_k}, 1 gunicorn worker")
+    print(
+        "| dataset | chunks | mode | HTTP p50 ms | HTTP p95 ms | raw p50 ms | raw p95 ms | HTTP overhead p50 ms |"
     )
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['dataset']} | {r['chunks']} | {r['mode']} | {r['http_p50']:.1f} | {r['http_p95']:.1f} | "
+            f"{r['raw_p50']:.1f} | {r['raw_p95']:.1f} | {r['http_p50'] - r['raw_p50']:.1f} |"
+        )
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        p50 = {r["mode"]: r["http_p50"] for r in rows if r["dataset"] == dataset}
+        print(f"{dataset}: hybrid p50 - dense p50 = {p50['hybrid'] - p50['dense']:+.1f} ms over HTTP")
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":

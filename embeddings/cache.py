@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ class EmbeddingCache:
         self.path = cache_dir / f"embeddings-{encoder.weights_sha256[:16]}.sqlite"
         self._encoder = encoder
         self._dimension = encoder.dimension
-        with self._connect() as db:
+        with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             # One row per (text, spans): the text's vector first, then one vector per span, float32.
             db.execute("CREATE TABLE IF NOT EXISTS vectors_v2 (key BLOB PRIMARY KEY, vectors BLOB NOT NULL)")
@@ -47,7 +48,7 @@ class EmbeddingCache:
     def _lookup(self, keys: list[bytes], rows: list[int]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
         unique = list(dict.fromkeys(keys))
-        with self._connect() as db:
+        with closing(self._connect()) as db, db:
             for start in range(0, len(unique), 500):
                 part = unique[start : start + 500]
                 marks = ",".join("?" * len(part))
@@ -85,7 +86,7 @@ class EmbeddingCache:
                     key: np.vstack([vector[None, :], spans_of]).astype(np.float32)
                     for (key, _), vector, spans_of in zip(block, vectors, span_vectors, strict=True)
                 }
-                with self._connect() as db:
+                with closing(self._connect()) as db, db:
                     db.executemany(
                         "INSERT OR REPLACE INTO vectors_v2 (key, vectors) VALUES (?, ?)",
                         [(key, value.tobytes()) for key, value in computed.items()],

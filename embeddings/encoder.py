@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,17 +20,15 @@ if TYPE_CHECKING:
 class Encoder:
     """A loaded sentence-transformers model with what the indexer needs to know about it."""
 
-    def __init__(
-        self, model: SentenceTransformer, *, name: str, weights_sha256: str, model_dir: Path
-    ) -> None:
+    def __init__(self, model: SentenceTransformer, *, name: str, weights_sha256: str) -> None:
         self._model = model
         self.name = name
         self.weights_sha256 = weights_sha256
-        self.model_dir = model_dir
         self.dimension: int = int(model.get_embedding_dimension() or 0)
         self.max_seq_length: int = int(model.max_seq_length)
-        # A private copy of the fast tokenizer with truncation and padding off, used to measure text
-        # in model tokens. The HF tokenizer object is not safe to share between threads, hence the lock.
+        # A private copy of the fast tokenizer with truncation and padding off, used to measure text in
+        # model tokens (the Rust tokenizer's encode is safe from several threads). The model's own HF
+        # tokenizer changes its settings per call, so calls into the model are serialised by the lock.
         backend: Tokenizer = model.tokenizer.backend_tokenizer
         self._tokenizer = Tokenizer.from_str(backend.to_str())
         self._tokenizer.no_truncation()
@@ -84,6 +81,7 @@ class Encoder:
         with self._lock:
             outputs = self._model.encode(list(texts), batch_size=batch_size, output_value=None)
         vectors = np.stack([o["sentence_embedding"].float().numpy() for o in outputs]).astype(np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # whatever the modules
         span_vectors: list[np.ndarray] = []
         for text, text_spans, output, vector in zip(texts, spans, outputs, vectors, strict=True):
             encoding = self._tokenizer.encode(text, add_special_tokens=True)

@@ -1,7 +1,7 @@
 """Find, verify and load a sentence-transformers model from local disk only.
 
-Nothing here may reach the network: the Hugging Face offline switches are set before any
-Hugging Face library is imported, and the model is loaded from a folder path.
+Nothing here may reach the network: the Hugging Face offline switches are set before sentence-transformers
+and transformers are imported, and the model is loaded from a folder path.
 """
 
 from __future__ import annotations
@@ -85,4 +85,4 @@ def load_encoder(model: str = "", expected_sha256: str = "", threads: int = 0) -
         st_model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
     except Exception as exc:  # the library raises many types; all mean "this folder is not loadable"
         raise ModelError(f"could not load the model in {model_dir}: {exc}") from exc
-    return Encoder(st_model, name=name, weights_sha256=sha256, model_dir=model_dir)
+    return Encoder(st_model, name=name, weights_sha256=sha256)

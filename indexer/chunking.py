@@ -225,12 +225,12 @@ def chunk_spans(text: str, counter: TokenCounter, config: ChunkingConfig) -> lis
             smaller = max(1, tokens.count(s, e) - (count - limit) - 1)
             retry.extend(_pack(_units(text, s, e, tokens, smaller), smaller, min(overlap, smaller // 2)))
         pending = retry
-    return sorted(spans)
+    return sorted(set(spans))  # re-split pieces can coincide with a neighbour
 
 
 def chunk_document(doc: Document, counter: TokenCounter, config: ChunkingConfig) -> list[Chunk]:
     """The chunks of one document, with offsets, title and (for PDFs) the page the chunk starts on."""
-    pages = doc.metadata.get("pages") or []
+    pages = doc.pages
     chunks: list[Chunk] = []
     for start, end in chunk_spans(doc.text, counter, config):
         metadata: dict[str, Any] = {}

@@ -15,6 +15,7 @@ class Document:
     title: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # where it was read from, for error messages ("corpus/a.jsonl:12")
+    pages: list[tuple[int, int, int]] = field(default_factory=list)  # PDFs: (start, end, page number)
 
 
 @dataclass(frozen=True)

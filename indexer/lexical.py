@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 IDS_FILE = "ids.npy"
+BM25_K1, BM25_B = 1.2, 0.75  # Lucene's defaults; k1 0.9 / b 0.4 measured no better (BENCHMARKS.md)
 # Words of one character count too ("chang e 4", "tianlian 1"): bm25s' default pattern drops them.
 TOKEN_PATTERN = r"(?u)\b\w+\b"
 
@@ -27,7 +28,7 @@ def _bm25s():  # type: ignore[no-untyped-def]
 
 
 class Analyzer:
-    """Text to BM25 terms; one instance per process (the stemmer is not thread-safe, so it is per call)."""
+    """Text to BM25 terms. A stemmer is made per call: PyStemmer objects are not safe to share between threads."""
 
     def __call__(self, texts: Sequence[str]) -> list[list[str]]:
         import Stemmer
@@ -53,7 +54,7 @@ class LexicalIndex:
 
     @classmethod
     def build(
-        cls, texts: Sequence[str], ids: Sequence[int], k1: float = 1.2, b: float = 0.75
+        cls, texts: Sequence[str], ids: Sequence[int], k1: float = BM25_K1, b: float = BM25_B
     ) -> LexicalIndex:
         bm25 = _bm25s().BM25(k1=k1, b=b, method="lucene")
         bm25.index(Analyzer()(texts), show_progress=False)

@@ -82,16 +82,15 @@ def read_html_file(path: Path, doc_id: str) -> Document:
 def read_pdf_file(path: Path, doc_id: str) -> Document:
     """Text of every page, pages separated by a blank line; ``metadata["pages"]`` maps offsets to pages."""
     from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
 
     try:
         reader = PdfReader(path)
         page_texts = [page.extract_text() or "" for page in reader.pages]
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
-    except (PyPdfError, OSError, ValueError, KeyError) as exc:
-        raise ReadError(f"not a readable PDF ({exc})") from exc
+    except Exception as exc:  # pypdf raises many types on broken files; each means "cannot read this one"
+        raise ReadError(f"not a readable PDF ({type(exc).__name__}: {exc})") from exc
     parts: list[str] = []
-    pages: list[list[int]] = []  # [start, end, page number (1-based)]
+    pages: list[tuple[int, int, int]] = []  # (start, end, page number from 1)
     offset = 0
     for number, page_text in enumerate(page_texts, start=1):
         page_text = page_text.strip()
@@ -100,12 +99,12 @@ def read_pdf_file(path: Path, doc_id: str) -> Document:
         if parts:
             parts.append("\n\n")
             offset += 2
-        pages.append([offset, offset + len(page_text), number])
+        pages.append((offset, offset + len(page_text), number))
         parts.append(page_text)
         offset += len(page_text)
     text = "".join(parts)
     title = str(meta_title).strip() or _title_from_text(text, path.stem)
-    return Document(id=doc_id, text=text, title=title, metadata={"pages": pages}, source=str(path))
+    return Document(id=doc_id, text=text, title=title, source=str(path), pages=pages)
 
 
 def parse_jsonl_record(record: Any) -> Document:

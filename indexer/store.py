@@ -17,22 +17,24 @@ intact. A version is never modified after it is published.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from embeddings.model import file_sha256
 from indexer.documents import Chunk, Document
 from indexer.lexical import LexicalIndex
 
@@ -44,6 +46,8 @@ LEXICAL_DIR = "lexical"
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 KEEP_VERSIONS = 3
+SQL_BATCH = 500  # ids per IN (...) query, under SQLite's variable limit on any version
+LOCK = ".lock"
 
 
 class IndexLoadError(RuntimeError):
@@ -75,14 +79,6 @@ def corpus_fingerprint(documents: Iterable[Document]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -100,7 +96,12 @@ def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
     except RuntimeError as exc:
         raise ValueError(f"invalid FAISS factory string {factory!r}: {exc}") from exc
     if not index.is_trained:
-        index.train(vectors)
+        try:
+            index.train(vectors)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"FAISS factory {factory!r} cannot be trained on {len(vectors)} vectors: {exc}"
+            ) from exc
     index.add_with_ids(vectors, ids.astype(np.int64))
     return index
 
@@ -168,12 +169,34 @@ def write_version(
 
     ``spans`` are the quotable sentences of each chunk (offsets in the chunk text) and ``span_vectors``
     their vectors, kept for the highlighter."""
-    import faiss
 
     versions = index_dir / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
-    for stale in versions.glob(".tmp-*"):  # left by a crashed build; never loadable
-        shutil.rmtree(stale, ignore_errors=True)
+    with writer_lock(index_dir):
+        for stale in [*versions.glob(".tmp-*"), *index_dir.glob(f".{CURRENT}.*")]:
+            # Left by a build that crashed (we hold the lock, so no build is running): never loadable.
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        return _write_version_locked(
+            index_dir, versions, documents, chunks, vectors, spans, span_vectors, lexical, manifest
+        )
+
+
+def _write_version_locked(
+    index_dir: Path,
+    versions: Path,
+    documents: Sequence[Document],
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
+    spans: Sequence[Sequence[tuple[int, int]]],
+    span_vectors: Sequence[np.ndarray],
+    lexical: LexicalIndex,
+    manifest: Manifest,
+) -> Path:
+    import faiss
+
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=versions))
     try:
         ids = np.array([c.chunk_id for c in chunks], dtype=np.int64)
@@ -181,7 +204,7 @@ def write_version(
         _write_chunk_store(tmp / CHUNKS_FILE, documents, chunks, spans, span_vectors)
         written = [tmp / DENSE_FILE, tmp / CHUNKS_FILE, *lexical.save(tmp / LEXICAL_DIR)]
         files = {
-            p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256_file(p)}
+            p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
             for p in written
         }
         final = Manifest(**{**asdict(manifest), "files": files})
@@ -198,6 +221,18 @@ def write_version(
     _set_current(index_dir, name)
     _prune(versions, keep={name})
     return target
+
+
+@contextmanager
+def writer_lock(index_dir: Path) -> Iterator[None]:
+    """Exclusive across processes (builds, server writers): one version is written at a time."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with (index_dir / LOCK).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _published(versions: Path) -> list[Path]:
@@ -227,6 +262,17 @@ def _prune(versions: Path, keep: set[str]) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _enable_reconstruct(dense: Any) -> None:
+    """Search reads candidates' vectors back (``reconstruct_batch``); IVF indexes need a direct map for that."""
+    import faiss
+
+    try:
+        inner = faiss.extract_index_ivf(dense.index)
+    except RuntimeError:  # not an IVF index: flat and HNSW reconstruct as they are
+        return
+    inner.make_direct_map()
+
+
 def current_version_dir(index_dir: Path) -> Path:
     """The directory of the current version; ``IndexLoadError`` if there is none."""
     pointer = index_dir / CURRENT
@@ -251,25 +297,28 @@ def has_index(index_dir: Path) -> bool:
 
 
 class ChunkStore:
-    """Read-only access to a version's ``chunks.sqlite``, one connection per thread."""
+    """Read-only access to a version's ``chunks.sqlite``.
+
+    One connection, opened at load and shared by all threads (SQLite here is built serialized,
+    ``sqlite3.threadsafety == 3``): holding it open keeps the file readable even after a newer build
+    prunes this version, so requests in flight never fail.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
+        self._db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
-            self._local.db = db
-        return db
+    def _select(self, sql: str, values: Sequence[object]) -> list[tuple[Any, ...]]:
+        """``sql`` with its one ``IN ({})`` filled in, in batches under SQLite's variable limit."""
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), SQL_BATCH):
+            part = list(values[start : start + SQL_BATCH])
+            rows += self._db.execute(sql.format(",".join("?" * len(part))), part).fetchall()
+        return rows
 
     def chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
-        if not ids:
-            return {}
-        rows = self._db().execute(
-            f'SELECT id, document_id, title, start, "end", text, metadata FROM chunks '
-            f"WHERE id IN ({','.join('?' * len(ids))})",
+        rows = self._select(
+            'SELECT id, document_id, title, start, "end", text, metadata FROM chunks WHERE id IN ({})',
             [int(i) for i in ids],
         )
         return {
@@ -281,38 +330,27 @@ class ChunkStore:
     ) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
         """The stored sentence spans of each chunk (offsets in the chunk text) and their vectors."""
         found: dict[int, tuple[list[tuple[int, int]], list[np.ndarray]]] = {}
-        if ids:
-            rows = self._db().execute(
-                f'SELECT chunk_id, start, "end", vector FROM spans WHERE chunk_id IN ({",".join("?" * len(ids))}) '
-                "ORDER BY chunk_id, start",
-                [int(i) for i in ids],
-            )
-            for chunk_id, start, end, blob in rows:
-                offsets, vectors = found.setdefault(chunk_id, ([], []))
-                offsets.append((start, end))
-                vectors.append(np.frombuffer(blob, dtype=np.float16).astype(np.float32))
+        rows = self._select(
+            'SELECT chunk_id, start, "end", vector FROM spans WHERE chunk_id IN ({}) ORDER BY chunk_id, start',
+            [int(i) for i in ids],
+        )
+        for chunk_id, start, end, blob in rows:
+            offsets, vectors = found.setdefault(chunk_id, ([], []))
+            offsets.append((start, end))
+            vectors.append(np.frombuffer(blob, dtype=np.float16).astype(np.float32))
         empty = np.zeros((0, dimension), dtype=np.float32)
         return {i: (o, np.stack(v) if v else empty) for i, (o, v) in found.items()}
 
     def document_of(self, ids: Sequence[int]) -> dict[int, str]:
         """The document id of each chunk id (a light query: no text)."""
-        if not ids:
-            return {}
-        rows = self._db().execute(
-            f"SELECT id, document_id FROM chunks WHERE id IN ({','.join('?' * len(ids))})",
-            [int(i) for i in ids],
+        return dict(
+            self._select("SELECT id, document_id FROM chunks WHERE id IN ({})", [int(i) for i in ids])
         )
-        return dict(rows.fetchall())
-
-    def document_ids(self) -> list[str]:
-        return [row[0] for row in self._db().execute("SELECT id FROM documents ORDER BY id")]
 
     def chunk_ids_of(self, document_ids: Sequence[str]) -> list[int]:
-        rows = self._db().execute(
-            f"SELECT id FROM chunks WHERE document_id IN ({','.join('?' * len(document_ids))})",
-            list(document_ids),
-        )
-        return [row[0] for row in rows]
+        return [
+            row[0] for row in self._select("SELECT id FROM chunks WHERE document_id IN ({})", document_ids)
+        ]
 
 
 @dataclass
@@ -356,7 +394,7 @@ def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: 
         file = path / name
         if not file.is_file() or file.stat().st_size != expected["bytes"]:
             raise IndexLoadError(f"{file} is missing or truncated; rebuild with `semqa index`")
-        if verify and _sha256_file(file) != expected["sha256"]:
+        if verify and file_sha256(file) != expected["sha256"]:
             raise IndexLoadError(f"{file} is corrupt (sha256 mismatch); rebuild with `semqa index`")
     try:
         dense = faiss.read_index(str(path / DENSE_FILE))
@@ -364,8 +402,10 @@ def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: 
         raise IndexLoadError(f"{path / DENSE_FILE} cannot be read by FAISS ({exc}); rebuild") from exc
     if dense.ntotal != manifest.chunk_count or dense.d != dimension:
         raise IndexLoadError(
-            f"{path / DENSE_FILE} holds {dense.ntotal} vectors, manifest says {manifest.chunk_count}"
+            f"{path / DENSE_FILE} holds {dense.ntotal} vectors of dimension {dense.d}, the manifest says "
+            f"{manifest.chunk_count} of dimension {dimension}; rebuild with `semqa index`"
         )
+    _enable_reconstruct(dense)
     try:
         lexical = LexicalIndex.load(path / LEXICAL_DIR)
     except (OSError, ValueError, KeyError) as exc:

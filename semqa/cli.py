@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semqa.settings import Settings
+from semqa.settings import FUSIONS, MODES, Settings
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
     from embeddings import Encoder
@@ -34,7 +36,7 @@ def _add_index_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faiss-factory", help="FAISS index_factory string (SEMQA_FAISS_FACTORY)")
     parser.add_argument("--batch-size", type=int, help="encoding batch size (SEMQA_BATCH_SIZE)")
     parser.add_argument("--quiet", action="store_true", default=None, help="no progress bars (SEMQA_QUIET)")
-    parser.add_argument("--fusion", choices=["rrf", "minmax", "zscore"], help="hybrid fusion (SEMQA_FUSION)")
+    parser.add_argument("--fusion", choices=FUSIONS, help="hybrid fusion (SEMQA_FUSION)")
     parser.add_argument("--fusion-alpha", type=float, help="dense weight in the fusion (SEMQA_FUSION_ALPHA)")
     parser.add_argument("--candidates", type=int, help="candidates per retriever (SEMQA_CANDIDATES)")
     parser.add_argument(
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="answer one question from the index, locally")
     ask.add_argument("question")
     ask.add_argument("-k", "--top-k", type=int, default=5, help="passages to print (default 5)")
-    ask.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
+    ask.add_argument("--mode", choices=MODES, default="hybrid")
     _add_index_flags(ask)
 
     evaluate = commands.add_parser("eval", help="measure retrieval quality")
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="BEIR split (default test)")
     evaluate.add_argument(
         "--mode",
-        choices=["hybrid", "dense", "lexical"],
+        choices=MODES,
         action="append",
         help="modes to measure (default: all three)",
     )
@@ -86,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     fields = set(Settings.model_fields)
     return Settings.from_flags(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """``settings`` as ``SEMQA_*`` variables, for a child process to read the same configuration."""
+    return {f"SEMQA_{name.upper()}": str(value) for name, value in settings.model_dump().items()}
 
 
 def _progress(settings: Settings) -> bool:
@@ -130,8 +137,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from server.runner import serve
 
     if not has_index(settings.index_dir):
+        # In a child process: gunicorn forks its workers from this one, and torch's OpenMP runtime must
+        # not be started in a process that forks.
         print(f"no index in {settings.index_dir}; indexing {settings.corpus} first", file=sys.stderr)
-        _build(settings, [settings.corpus], settings.index_dir)
+        command = [sys.executable, "-m", "semqa.cli", "index", str(settings.corpus)]
+        if subprocess.run(
+            command, check=False, env={**os.environ, **settings_environment(settings)}
+        ).returncode:
+            return 1
     serve(settings)
     return 0
 

@@ -42,7 +42,7 @@ def read_questions(path: Path) -> list[Question]:
     missing = {"question", "evidence"} - set(rows[0] if rows else {})
     if missing:
         raise ValueError(
-            f"{path} needs the columns doc, question, evidence (missing: {', '.join(sorted(missing))})"
+            f"{path} needs the columns question and evidence (missing: {', '.join(sorted(missing))})"
         )
     return [Question(r.get("doc", ""), r["question"], r["evidence"]) for r in rows]
 

@@ -6,12 +6,14 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -22,9 +24,13 @@ def free_port() -> int:
 
 @dataclass
 class RunningServer:
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes]
     url: str
-    output: str = ""  # what the server printed, filled in once it has stopped
+    log: Path  # what the server prints goes here (a pipe nobody reads would fill and block the server)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
 
 
 def _healthy(url: str) -> bool:
@@ -41,19 +47,20 @@ def running_server(
 ) -> Iterator[RunningServer]:
     """``semqa serve --port <free> *args`` with ``env`` added to the environment; stopped on exit."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "semqa.cli", "serve", "--port", str(port), *args],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = RunningServer(process, f"http://127.0.0.1:{port}")
+    log = Path(tempfile.mkstemp(prefix="semqa-serve-", suffix=".log")[1])
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "semqa.cli", "serve", "--port", str(port), *args],
+            env={**os.environ, **(env or {})},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    server = RunningServer(process, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(server.url):
             if process.poll() is not None:
-                raise RuntimeError(f"semqa serve exited {process.returncode}:\n{process.stdout.read()}")  # type: ignore[union-attr]
+                raise RuntimeError(f"semqa serve exited {process.returncode}:\n{server.output}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"semqa serve did not answer /health within {timeout:.0f} s")
             time.sleep(0.3)
@@ -61,7 +68,7 @@ def running_server(
     finally:
         process.terminate()
         try:
-            server.output, _ = process.communicate(timeout=30)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-            server.output, _ = process.communicate()
+            process.wait()

@@ -7,10 +7,15 @@ The object is built once by the CLI (or by tests) and passed down; nothing else 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES: tuple[str, ...] = get_args(Mode)
+Fusion = Literal["zscore", "minmax", "rrf"]
+FUSIONS: tuple[str, ...] = get_args(Fusion)
 
 
 class Settings(BaseSettings):
@@ -33,7 +38,7 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(32, ge=1, le=1024, description="Encoding batch size.")
     torch_threads: int = Field(
-        0, ge=0, description="Torch/FAISS threads per process; 0 = all cores / workers."
+        0, ge=0, description="Torch threads per process; 0 = torch's default, or cores / workers under serve."
     )
 
     # Chunking.
@@ -48,7 +53,7 @@ class Settings(BaseSettings):
     )
 
     # Retrieval.
-    fusion: Literal["rrf", "minmax", "zscore"] = Field("zscore", description="How hybrid mode fuses scores.")
+    fusion: Fusion = Field("zscore", description="How hybrid mode fuses scores.")
     fusion_alpha: float = Field(0.4, ge=0.0, le=1.0, description="Weight of the dense score in the fusion.")
     highlight_alpha: float = Field(
         0.7, ge=0.0, le=1.0, description="Weight of the dense score in highlights."

@@ -44,10 +44,8 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         VALIDATION_ERROR_STATUS_CODE=400,
         VALIDATION_ERROR_DESCRIPTION="Invalid request",
-        JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
-    app.extensions["semqa.settings"] = settings
     app.extensions["semqa.searcher"] = searcher or load_searcher(settings)
     register_error_handlers(app)
     app.register_blueprint(create_api(settings))

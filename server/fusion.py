@@ -10,12 +10,10 @@ BM25 from the lexical index), so fusion never has to guess a missing score. Meth
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-Fusion = Literal["rrf", "minmax", "zscore"]
-FUSIONS: tuple[str, ...] = ("rrf", "minmax", "zscore")
+from semqa.settings import FUSIONS
+
 RRF_K = 60
 
 
@@ -32,7 +30,7 @@ def _minmax(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.min()) / span if span > 0 else np.zeros_like(scores)
 
 
-def _zscore(scores: np.ndarray) -> np.ndarray:
+def zscore(scores: np.ndarray) -> np.ndarray:
     std = float(scores.std()) if len(scores) else 0.0
     return (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
 
@@ -46,5 +44,5 @@ def fuse(dense: np.ndarray, lexical: np.ndarray, method: str = "zscore", alpha: 
     if method == "minmax":
         return alpha * _minmax(dense) + (1 - alpha) * _minmax(lexical)
     if method == "zscore":
-        return alpha * _zscore(dense) + (1 - alpha) * _zscore(lexical)
+        return alpha * zscore(dense) + (1 - alpha) * zscore(lexical)
     raise ValueError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer.chunking import LONG_SENTENCE_WORDS, sentence_spans, word_spans
+from indexer.lexical import BM25_B, BM25_K1
+from server.fusion import zscore
 
 WINDOW_WORDS = 20  # length of the word window quoted from a sentence too long to quote whole
 HEADING_WORDS = 12
 SENTENCE_MARKS = (".", "!", "?", "…", "。", "！", "？", ":", ";")
-K1, B = 1.2, 0.75
 
 Analyzer = Callable[[Sequence[str]], list[list[str]]]
 
@@ -31,7 +32,6 @@ class Highlight:
     text: str
     start: int  # offsets inside the passage text
     end: int
-    score: float
 
 
 def _window(
@@ -84,8 +84,10 @@ def _bm25(span_terms: list[list[str]], wanted: Mapping[str, float]) -> np.ndarra
     scores = np.zeros(len(span_terms))
     for i, terms in enumerate(span_terms):
         counts = Counter(terms)
-        norm = K1 * (1 - B + B * len(terms) / average)
-        scores[i] = sum(w * counts[t] * (K1 + 1) / (counts[t] + norm) for t, w in wanted.items() if counts[t])
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * len(terms) / average)
+        scores[i] = sum(
+            w * counts[t] * (BM25_K1 + 1) / (counts[t] + norm) for t, w in wanted.items() if counts[t]
+        )
     return scores
 
 
@@ -108,12 +110,7 @@ def best_span(
         known = ~np.isnan(cosines)
         if known.sum() > 1:  # a window has no stored vector: it gets the average dense evidence
             cosines[~known] = cosines[known].mean()
-            scores = (1 - alpha) * _zscore(scores) + alpha * _zscore(cosines)
+            scores = (1 - alpha) * zscore(scores) + alpha * zscore(cosines)
     best = int(np.argmax(scores))
     start, end = spans[best]
-    return Highlight(text[start:end], start, end, float(scores[best]))
-
-
-def _zscore(values: np.ndarray) -> np.ndarray:
-    std = float(values.std())
-    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+    return Highlight(text[start:end], start, end)

@@ -9,8 +9,7 @@ from apiflask.fields import Boolean, Dict, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf, Range
 from marshmallow import RAISE, ValidationError
 
-from semqa.settings import Settings
-from server.search import MODES
+from semqa.settings import MODES, Settings
 
 MAX_FILTER_DOCUMENTS = 1000
 

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
 
 from embeddings import Encoder
 from indexer import Chunk, IndexVersion
+from semqa.settings import Mode
 from server.fusion import fuse
 from server.highlight import Highlight, best_span
-
-Mode = Literal["hybrid", "dense", "lexical"]
-MODES: tuple[str, ...] = ("hybrid", "dense", "lexical")
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ def test_chunk_ids_are_stable_and_distinct(encoder, corpus_docs):
 
 def test_pdf_chunks_carry_their_page(encoder):
     text = "Page one sentence.\n\nPage two sentence."
-    doc = Document(id="p.pdf", text=text, metadata={"pages": [[0, 18, 1], [20, 38, 2]]})
+    doc = Document(id="p.pdf", text=text, pages=[(0, 18, 1), (20, 38, 2)])
     chunks = chunk_document(doc, encoder, ChunkingConfig(chunk_tokens=5, overlap=0))
     assert [c.metadata for c in chunks] == [{"page": 1}, {"page": 2}]
     (whole,) = chunk_document(doc, encoder, ChunkingConfig(chunk_tokens=64, overlap=0))

@@ -58,7 +58,7 @@ def test_pdf_text_per_page_with_page_numbers(tmp_path: Path):
     )
     doc = by_id(read_corpus([tmp_path]))["report.pdf"]
     assert doc.title == "Report"
-    pages = doc.metadata["pages"]
+    pages = doc.pages
     assert [p[2] for p in pages] == [1, 3]  # the empty second page is dropped, numbers kept
     assert doc.text[pages[0][0] : pages[0][1]] == "First page about rockets."
     assert doc.text[pages[1][0] : pages[1][1]] == "Third page about satellites."

@@ -82,7 +82,7 @@ def test_fusion_methods():
         fused = fuse(dense, lexical, method, alpha=0.0)
         assert list(np.argsort(-fused)) == [1, 2, 0]  # alpha=0: lexical order
     assert fuse(dense, lexical, "zscore", 0.5)[1] == pytest.approx(max(fuse(dense, lexical, "zscore", 0.5)))
-    with pytest.raises(ValueError, match="rrf, minmax, zscore"):
+    with pytest.raises(ValueError, match="zscore, minmax, rrf"):
         fuse(dense, lexical, "nope")
 
 

@@ -164,3 +164,14 @@ def test_embeddings_are_cached_by_text(small_corpus, tmp_path, encoder):
     assert all(np.array_equal(a, b) for a, b in zip(span_vectors, span_again, strict=True))
     _, _, computed = cache.encode(texts[:1], [[(0, 43)]])  # other spans of the same text: computed anew
     assert computed == 1
+
+
+def test_ivf_indexes_serve_hybrid_queries(small_corpus, tmp_path, encoder):
+    from server import SearchOptions, Searcher
+
+    build(small_corpus, tmp_path / "index", encoder, faiss_factory="IVF1,Flat")
+    searcher = Searcher(encoder, load(tmp_path / "index", encoder))
+    top = searcher.search("space station astronauts", 1, SearchOptions(mode="hybrid"))[0]
+    assert top.chunk.document_id == "b.txt" and top.dense_score > 0
+    with pytest.raises(ValueError, match="cannot be trained"):
+        build(small_corpus, tmp_path / "index3", encoder, faiss_factory="IVF64,Flat")
