@@ -83,16 +83,17 @@ class Encoder:
         vectors = np.stack([o["sentence_embedding"].float().numpy() for o in outputs]).astype(np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # whatever the modules
         span_vectors: list[np.ndarray] = []
-        for text, text_spans, output, vector in zip(texts, spans, outputs, vectors, strict=True):
-            encoding = self._tokenizer.encode(text, add_special_tokens=True)
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        for text_spans, encoding, output, vector in zip(spans, encodings, outputs, vectors, strict=True):
             n = min(len(encoding.ids), self.max_seq_length)  # the rows past n are padding
             tokens = output["token_embeddings"][:n].float().numpy()
             starts = np.array([start for start, _ in encoding.offsets[:n]])
             content = np.array(encoding.special_tokens_mask[:n]) == 0
-            pooled = np.zeros((len(text_spans), self.dimension), dtype=np.float32)
-            for row, (start, end) in enumerate(text_spans):
-                inside = content & (starts >= start) & (starts < end)
-                mean = tokens[inside].mean(axis=0) if inside.any() else vector
-                pooled[row] = mean / (np.linalg.norm(mean) or 1.0)
-            span_vectors.append(pooled)
+            bounds = np.array(text_spans, dtype=np.int64).reshape(-1, 2)
+            # members[s, t]: token t lies in span s; one matrix product pools every span of the text.
+            members = content & (starts >= bounds[:, :1]) & (starts < bounds[:, 1:])
+            counts = members.sum(axis=1, keepdims=True)
+            pooled = np.where(counts > 0, members @ tokens / np.maximum(counts, 1), vector)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            span_vectors.append(pooled.astype(np.float32))
         return np.ascontiguousarray(vectors), span_vectors

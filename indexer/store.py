@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from embeddings.model import file_sha256
 from indexer.documents import Chunk, Document
 from indexer.lexical import LexicalIndex
 
-FORMAT_VERSION = 2  # 2: lexical index and sentence span vectors
+FORMAT_VERSION = 3  # 2: lexical index and sentence span vectors; 3: documents.source
 MANIFEST = "manifest.json"
 DENSE_FILE = "dense.faiss"
 CHUNKS_FILE = "chunks.sqlite"
@@ -106,53 +106,60 @@ def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
     return index
 
 
-def _write_chunk_store(
+CHUNK_STORE_SCHEMA = """
+CREATE TABLE documents (id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
+                        chunk_count INTEGER NOT NULL, source TEXT NOT NULL);
+CREATE TABLE chunks (id INTEGER PRIMARY KEY, document_id TEXT NOT NULL, title TEXT NOT NULL,
+                     start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL);
+CREATE INDEX chunks_by_document ON chunks (document_id, start);
+CREATE TABLE spans (chunk_id INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, vector BLOB NOT NULL);
+CREATE INDEX spans_by_chunk ON spans (chunk_id);
+"""
+
+
+def insert_rows(
+    db: sqlite3.Connection,
+    documents: Sequence[Document],
+    chunks: Sequence[Chunk],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    span_vectors: Sequence[np.ndarray],
+) -> None:
+    """Add documents with their chunks and sentence span vectors (float16) to a chunk store."""
+    per_doc: dict[str, int] = {}
+    for chunk in chunks:
+        per_doc[chunk.document_id] = per_doc.get(chunk.document_id, 0) + 1
+    db.executemany(
+        "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
+        ((d.id, d.title, d.text, json.dumps(d.metadata), per_doc.get(d.id, 0), d.source) for d in documents),
+    )
+    db.executemany(
+        "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            (c.chunk_id, c.document_id, c.title, c.start, c.end, c.text, json.dumps(c.metadata))
+            for c in chunks
+        ),
+    )
+    db.executemany(
+        "INSERT INTO spans VALUES (?, ?, ?, ?)",
+        (
+            (chunk.chunk_id, start, end, vector.astype(np.float16).tobytes())
+            for chunk, chunk_spans, vectors in zip(chunks, spans, span_vectors, strict=True)
+            for (start, end), vector in zip(chunk_spans, vectors, strict=True)
+        ),
+    )
+
+
+def write_chunk_store(
     path: Path,
     documents: Sequence[Document],
     chunks: Sequence[Chunk],
     spans: Sequence[Sequence[tuple[int, int]]],
     span_vectors: Sequence[np.ndarray],
 ) -> None:
-    per_doc: dict[str, int] = {}
-    for chunk in chunks:
-        per_doc[chunk.document_id] = per_doc.get(chunk.document_id, 0) + 1
-    db = sqlite3.connect(path)
-    try:
-        db.executescript(
-            """
-            CREATE TABLE documents (id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL,
-                                    metadata TEXT NOT NULL, chunk_count INTEGER NOT NULL);
-            CREATE TABLE chunks (id INTEGER PRIMARY KEY, document_id TEXT NOT NULL, title TEXT NOT NULL,
-                                 start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL,
-                                 metadata TEXT NOT NULL);
-            CREATE INDEX chunks_by_document ON chunks (document_id, start);
-            CREATE TABLE spans (chunk_id INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
-                                vector BLOB NOT NULL);
-            CREATE INDEX spans_by_chunk ON spans (chunk_id);
-            """
-        )
-        db.executemany(
-            "INSERT INTO documents VALUES (?, ?, ?, ?, ?)",
-            ((d.id, d.title, d.text, json.dumps(d.metadata), per_doc.get(d.id, 0)) for d in documents),
-        )
-        db.executemany(
-            "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                (c.chunk_id, c.document_id, c.title, c.start, c.end, c.text, json.dumps(c.metadata))
-                for c in chunks
-            ),
-        )
-        db.executemany(
-            "INSERT INTO spans VALUES (?, ?, ?, ?)",
-            (
-                (chunk.chunk_id, start, end, vector.astype(np.float16).tobytes())
-                for chunk, chunk_spans, vectors in zip(chunks, spans, span_vectors, strict=True)
-                for (start, end), vector in zip(chunk_spans, vectors, strict=True)
-            ),
-        )
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(CHUNK_STORE_SCHEMA)
+        insert_rows(db, documents, chunks, spans, span_vectors)
         db.commit()
-    finally:
-        db.close()
 
 
 def write_version(
@@ -169,55 +176,53 @@ def write_version(
 
     ``spans`` are the quotable sentences of each chunk (offsets in the chunk text) and ``span_vectors``
     their vectors, kept for the highlighter."""
+    import faiss
 
+    with staging(index_dir) as tmp:
+        ids = np.array([c.chunk_id for c in chunks], dtype=np.int64)
+        faiss.write_index(build_faiss(vectors, ids, manifest.faiss_factory), str(tmp / DENSE_FILE))
+        write_chunk_store(tmp / CHUNKS_FILE, documents, chunks, spans, span_vectors)
+        lexical.save(tmp / LEXICAL_DIR)
+        return publish(index_dir, tmp, manifest)
+
+
+@contextmanager
+def staging(index_dir: Path) -> Iterator[Path]:
+    """Hold the writer lock and give an empty temporary version directory to fill, then ``publish``.
+
+    Whatever is not published is removed; leftovers of a writer that crashed are removed first (we hold
+    the lock, so no other writer is running)."""
     versions = index_dir / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
     with writer_lock(index_dir):
         for stale in [*versions.glob(".tmp-*"), *index_dir.glob(f".{CURRENT}.*")]:
-            # Left by a build that crashed (we hold the lock, so no build is running): never loadable.
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
                 stale.unlink(missing_ok=True)
-        return _write_version_locked(
-            index_dir, versions, documents, chunks, vectors, spans, span_vectors, lexical, manifest
-        )
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=versions))
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when published
 
 
-def _write_version_locked(
-    index_dir: Path,
-    versions: Path,
-    documents: Sequence[Document],
-    chunks: Sequence[Chunk],
-    vectors: np.ndarray,
-    spans: Sequence[Sequence[tuple[int, int]]],
-    span_vectors: Sequence[np.ndarray],
-    lexical: LexicalIndex,
-    manifest: Manifest,
-) -> Path:
-    import faiss
-
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=versions))
-    try:
-        ids = np.array([c.chunk_id for c in chunks], dtype=np.int64)
-        faiss.write_index(build_faiss(vectors, ids, manifest.faiss_factory), str(tmp / DENSE_FILE))
-        _write_chunk_store(tmp / CHUNKS_FILE, documents, chunks, spans, span_vectors)
-        written = [tmp / DENSE_FILE, tmp / CHUNKS_FILE, *lexical.save(tmp / LEXICAL_DIR)]
-        files = {
-            p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-            for p in written
-        }
-        final = Manifest(**{**asdict(manifest), "files": files})
-        (tmp / MANIFEST).write_text(json.dumps(asdict(final), indent=2, sort_keys=True))
-        for path in [*written, tmp / MANIFEST, tmp / LEXICAL_DIR, tmp]:
-            _fsync(path)
-        name = f"{_next_sequence(versions):08d}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-        target = versions / name
-        os.rename(tmp, target)
-        _fsync(versions)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def publish(index_dir: Path, tmp: Path, manifest: Manifest) -> Path:
+    """Record every file of ``tmp`` in its manifest, make it durable, move it into place, point CURRENT at
+    it: from here on readers load it, and a crash at any earlier point left the previous version current."""
+    versions = index_dir / VERSIONS
+    written = sorted(p for p in tmp.rglob("*") if p.is_file())
+    files = {
+        p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in written
+    }
+    final = Manifest(**{**asdict(manifest), "files": files})
+    (tmp / MANIFEST).write_text(json.dumps(asdict(final), indent=2, sort_keys=True))
+    for path in [*written, tmp / MANIFEST, *(p for p in tmp.rglob("*") if p.is_dir()), tmp]:
+        _fsync(path)
+    name = f"{_next_sequence(versions):08d}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    target = versions / name
+    os.rename(tmp, target)
+    _fsync(versions)
     _set_current(index_dir, name)
     _prune(versions, keep={name})
     return target
@@ -260,6 +265,17 @@ def _prune(versions: Path, keep: set[str]) -> None:
     for old in _published(versions)[:-KEEP_VERSIONS]:
         if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_faiss(path: Path) -> Any:
+    """Memory-mapped where FAISS can (flat and HNSW storage, faiss >= 1.11), so that gunicorn workers
+    share the pages of one file instead of holding a copy each; read into memory otherwise."""
+    import faiss
+
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+    except RuntimeError:
+        return faiss.read_index(str(path))
 
 
 def _enable_reconstruct(dense: Any) -> None:
@@ -347,6 +363,29 @@ class ChunkStore:
             self._select("SELECT id, document_id FROM chunks WHERE id IN ({})", [int(i) for i in ids])
         )
 
+    def document_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+
+    def list_documents(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT id, title, chunk_count FROM documents ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [{"id": r[0], "title": r[1], "chunks": r[2]} for r in rows]
+
+    def document(self, document_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT id, title, text, metadata, chunk_count FROM documents WHERE id = ?", (document_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "id": row[0],
+            "title": row[1],
+            "text": row[2],
+            "metadata": json.loads(row[3]),
+            "chunks": row[4],
+        }
+
     def chunk_ids_of(self, document_ids: Sequence[str]) -> list[int]:
         return [
             row[0] for row in self._select("SELECT id FROM chunks WHERE document_id IN ({})", document_ids)
@@ -370,7 +409,6 @@ class IndexVersion:
 
 def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: bool = True) -> IndexVersion:
     """Load the current version, checking it was built by this model and that its files are intact."""
-    import faiss
 
     path = current_version_dir(index_dir)
     manifest_path = path / MANIFEST
@@ -397,7 +435,7 @@ def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: 
         if verify and file_sha256(file) != expected["sha256"]:
             raise IndexLoadError(f"{file} is corrupt (sha256 mismatch); rebuild with `semqa index`")
     try:
-        dense = faiss.read_index(str(path / DENSE_FILE))
+        dense = _read_faiss(path / DENSE_FILE)
     except RuntimeError as exc:
         raise IndexLoadError(f"{path / DENSE_FILE} cannot be read by FAISS ({exc}); rebuild") from exc
     if dense.ntotal != manifest.chunk_count or dense.d != dimension:

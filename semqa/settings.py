@@ -69,7 +69,26 @@ class Settings(BaseSettings):
     max_top_k: int = Field(50, ge=1, description="Largest accepted top_k.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body, in bytes.")
 
+    reload_interval: float = Field(
+        0.5, ge=0.0, description="Seconds between checks for a newer index version; 0 = never reload."
+    )
+
+    # Security and limits of the write API.
+    api_keys: str = Field("", description="Comma-separated API keys that may write (Authorization: Bearer).")
+    api_key_file: Path | None = Field(None, description="File with one API key per line, added to api_keys.")
+    read_requires_key: bool = Field(False, description="Reads (/ask, /documents) need a key too.")
+    max_upsert_documents: int = Field(100, ge=1, description="Documents per POST /documents.")
+    max_document_chars: int = Field(1_000_000, ge=1, description="Longest accepted document text.")
+    max_write_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest POST /documents body.")
+
     quiet: bool = Field(False, description="No progress bars.")
+
+    def keys(self) -> list[str]:
+        """Every configured API key: ``api_keys`` and the lines of ``api_key_file``."""
+        keys = [k.strip() for k in self.api_keys.split(",")]
+        if self.api_key_file is not None:
+            keys += [line.strip() for line in self.api_key_file.read_text().splitlines()]
+        return [k for k in keys if k]
 
     @classmethod
     def from_flags(cls, **flags: object) -> Settings:

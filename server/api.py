@@ -9,8 +9,14 @@ from apiflask import APIBlueprint, abort
 from flask import current_app, request
 
 from semqa.settings import Settings
-from server.schemas import AskOut, HealthOut, ask_schema
+from server.auth import require_key
+from server.schemas import AskOut, HealthOut, ReadyOut, ask_schema
 from server.search import Passage, Searcher, SearchOptions
+
+
+def require_json() -> None:
+    if request.method in ("POST", "PUT", "PATCH") and not request.is_json:
+        abort(415, "send the body as JSON with Content-Type: application/json")
 
 
 def searcher() -> Searcher:
@@ -57,10 +63,13 @@ def create_api(settings: Settings) -> APIBlueprint:
     """The API blueprint, its input limits taken from ``settings``."""
     api = APIBlueprint("api", __name__)
 
+    keys = settings.keys()
+
     @api.before_request
-    def _require_json() -> None:
-        if request.method in ("POST", "PUT", "PATCH") and not request.is_json:
-            abort(415, "send the body as JSON with Content-Type: application/json")
+    def _require_json_and_key() -> None:
+        require_json()
+        if settings.read_requires_key and request.endpoint == "api.ask":
+            require_key(keys, action="asking")
 
     @api.post("/ask")
     @api.input(ask_schema(settings), location="json", arg_name="body")
@@ -84,6 +93,25 @@ def create_api(settings: Settings) -> APIBlueprint:
             "answer": answer_json(passages[0]) if passages else None,
             "passages": [passage_json(p) for p in passages],
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+
+    @api.get("/ready")
+    @api.output(ReadyOut)
+    @api.doc(
+        summary="Readiness: an index version is loaded and consistent",
+        description="503 while no version is loaded. `reload_error` says why a newer version on disk was "
+        "not loaded (the last good one is still served).",
+        responses={503: "No index version loaded"},
+    )
+    def ready() -> Any:
+        version = searcher().version
+        watcher = current_app.extensions.get("semqa.watcher")
+        if version is None:
+            return {"status": "unavailable", "index_version": None, "reload_error": None}, 503
+        return {
+            "status": "ready",
+            "index_version": version.name,
+            "reload_error": watcher.error if watcher else None,
         }
 
     @api.get("/health")

@@ -7,11 +7,12 @@ import logging
 from apiflask import APIFlask
 
 from embeddings import Encoder, load_encoder
-from indexer import load_version
 from semqa import __version__
 from semqa.settings import Settings
 from server.api import create_api
+from server.documents import create_documents_api
 from server.errors import register_error_handlers
+from server.reload import VersionWatcher, load_current
 from server.search import RetrievalConfig, Searcher
 
 
@@ -23,9 +24,7 @@ def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searche
     # (bench measured 23 ms vs 3.5 ms for one search over 18k vectors); concurrency comes from requests.
     faiss.omp_set_num_threads(1)
     encoder = encoder or load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
-    version = load_version(
-        settings.index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension
-    )
+    version = load_current(settings, encoder)
     config = RetrievalConfig(
         fusion=settings.fusion,
         alpha=settings.fusion_alpha,
@@ -46,8 +45,21 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         VALIDATION_ERROR_DESCRIPTION="Invalid request",
     )
     app.json.sort_keys = False
-    app.extensions["semqa.searcher"] = searcher or load_searcher(settings)
+    searcher = searcher or load_searcher(settings)
+    app.extensions["semqa.searcher"] = searcher
+    if settings.reload_interval > 0:
+        watcher = VersionWatcher(
+            searcher,
+            settings.index_dir,
+            lambda: load_current(settings, searcher.encoder),
+            settings.reload_interval,
+        )
+        watcher.start()
+        app.extensions["semqa.watcher"] = watcher
+        app.before_request(watcher.refresh)
     register_error_handlers(app)
     app.register_blueprint(create_api(settings))
+    app.register_blueprint(create_documents_api(settings, searcher))
+    app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}
     logging.getLogger(__name__).info("semqa ready: index %s", app.extensions["semqa.searcher"].version.name)
     return app

@@ -9,15 +9,20 @@ from apiflask import APIFlask
 from apiflask.exceptions import HTTPError
 from flask import current_app
 
+from indexer import IndexLoadError
+
 log = logging.getLogger(__name__)
 
 _CODES = {
     400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
     500: "internal_error",
+    503: "unavailable",
 }
 
 
@@ -44,13 +49,18 @@ def register_error_handlers(app: APIFlask) -> None:
         message = error.message
         if error.status_code == 400 and error.detail:
             message = "invalid request: " + "; ".join(_flatten(error.detail))
-        elif error.status_code == 404:
+        elif error.status_code == 404 and message == "Not Found":
             message = "no such endpoint; see GET /openapi.json for the API"
         elif error.status_code == 413:
             message = f"request body too large; the limit is {current_app.config['MAX_CONTENT_LENGTH']} bytes"
         elif error.status_code == 405:
             message = "method not allowed on this endpoint; see GET /openapi.json"
         return error_body(error.status_code, message), error.status_code, error.headers
+
+    @app.errorhandler(IndexLoadError)
+    def _index_unavailable(exc: IndexLoadError) -> Any:
+        log.error("index unavailable: %s", exc)
+        return error_body(503, f"the index cannot be used: {exc}"), 503
 
     @app.errorhandler(Exception)
     def _unhandled(exc: Exception) -> Any:

@@ -120,9 +120,83 @@ class AskOut(Schema):
     took_ms = Float()
 
 
+class ReadyOut(Schema):
+    status = String()
+    index_version = String(allow_none=True)
+    reload_error = String(allow_none=True)
+
+
 class HealthOut(Schema):
     status = String()
     model = String()
     documents = Integer()
     chunks = Integer()
     index_version = String()
+
+
+def upsert_schema(settings: Settings) -> type[Schema]:
+    """The ``POST /documents`` body: documents shaped like a JSONL corpus line, within the limits."""
+
+    class DocumentIn(Schema):
+        class Meta:
+            unknown = RAISE
+
+        id = String(required=True, validate=[Length(min=1, max=512), _not_blank])
+        title = String(load_default="", validate=Length(max=1000))
+        text = String(required=True, validate=[Length(max=settings.max_document_chars), _not_blank])
+        metadata = Dict(load_default=dict)
+
+    class UpsertIn(Schema):
+        class Meta:
+            unknown = RAISE
+
+        documents = List(
+            Nested(DocumentIn),
+            required=True,
+            validate=Length(min=1, max=settings.max_upsert_documents),
+            metadata={
+                "description": f"1 to {settings.max_upsert_documents} documents; an existing id is replaced."
+            },
+        )
+
+    return UpsertIn
+
+
+class PageQuery(Schema):
+    class Meta:
+        unknown = RAISE
+
+    offset = Integer(load_default=0, validate=Range(min=0))
+    limit = Integer(load_default=50, validate=Range(1, 1000))
+
+
+class UpsertOut(Schema):
+    upserted = List(String())
+    embedded = Integer(metadata={"description": "Passages whose vectors had to be computed."})
+    index_version = String()
+
+
+class DeleteOut(Schema):
+    deleted = String()
+    index_version = String()
+
+
+class DocumentSummary(Schema):
+    id = String()
+    title = String()
+    chunks = Integer()
+
+
+class DocumentList(Schema):
+    total = Integer()
+    offset = Integer()
+    limit = Integer()
+    documents = List(Nested(DocumentSummary))
+
+
+class DocumentOut(Schema):
+    id = String()
+    title = String()
+    text = String()
+    metadata = Dict()
+    chunks = Integer()

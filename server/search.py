@@ -46,8 +46,9 @@ class RetrievalConfig:
 
 
 class Searcher:
-    """Retrieval over one index version. Thread-safe: FAISS, BM25 and the chunk store are read-only, and
-    the encoder serialises its own calls."""
+    """Retrieval over the current index version. Thread-safe: FAISS, BM25 and the chunk store are
+    read-only, the encoder serialises its own calls, and ``version`` may be replaced at any time (each
+    request reads it once)."""
 
     def __init__(
         self, encoder: Encoder, version: IndexVersion, config: RetrievalConfig | None = None
@@ -64,30 +65,36 @@ class Searcher:
     ) -> list[list[Passage]]:
         """The ``top_k`` best passages for each question, best first (questions embedded in one batch)."""
         options = options or SearchOptions()
+        version = self.version  # one version for the whole request, even if a newer one is swapped in
         allowed = None
         if options.documents is not None:
-            allowed = np.array(self.version.store.chunk_ids_of(list(options.documents)), dtype=np.int64)
+            allowed = np.array(version.store.chunk_ids_of(list(options.documents)), dtype=np.int64)
             if not len(allowed):
                 return [[] for _ in questions]
         depth = max(self.config.candidates, top_k * (10 if options.group_by_document else 1))
         dense_found = None
         if options.mode != "lexical":
-            dense_found = self._dense_candidates(self.encoder.encode(questions), depth, allowed)
+            dense_found = self._dense_candidates(version, self.encoder.encode(questions), depth, allowed)
         results = []
         for row, question in enumerate(questions):
             ids, dense, lexical = self._candidates(
-                question, None if dense_found is None else dense_found[row], depth, options.mode, allowed
+                version,
+                question,
+                None if dense_found is None else dense_found[row],
+                depth,
+                options.mode,
+                allowed,
             )
-            passages = self._rank(ids, dense, lexical, top_k, options)
+            passages = self._rank(version, ids, dense, lexical, top_k, options)
             if options.highlight:
                 passages = self._highlight(
-                    question, None if dense_found is None else dense_found[row][0], passages
+                    version, question, None if dense_found is None else dense_found[row][0], passages
                 )
             results.append(passages)
         return results
 
     def _dense_candidates(
-        self, vectors: np.ndarray, depth: int, allowed: np.ndarray | None
+        self, version: IndexVersion, vectors: np.ndarray, depth: int, allowed: np.ndarray | None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per question: its vector and the ids of its ``depth`` nearest chunks (one FAISS call for all)."""
         params = None
@@ -95,12 +102,13 @@ class Searcher:
             import faiss
 
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-        dense_index = self.version.dense
+        dense_index = version.dense
         _, found = dense_index.search(vectors, min(depth, dense_index.ntotal), params=params)
         return [(vector, row[row >= 0]) for vector, row in zip(vectors, found, strict=True)]
 
     def _candidates(
         self,
+        version: IndexVersion,
         question: str,
         dense_found: tuple[np.ndarray, np.ndarray] | None,
         depth: int,
@@ -108,7 +116,7 @@ class Searcher:
         allowed: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidate chunk ids with their dense and lexical scores."""
-        lexical_index = self.version.lexical
+        lexical_index = version.lexical
         proposed: list[np.ndarray] = []
         if dense_found is not None:
             proposed.append(dense_found[1])
@@ -124,18 +132,20 @@ class Searcher:
         ids = np.unique(np.concatenate(proposed)) if proposed else np.zeros(0, dtype=np.int64)
         lexical = all_lexical[lexical_index.rows(ids)]
         if dense_found is not None and len(ids):
-            dense = self.version.dense.reconstruct_batch(ids) @ dense_found[0]
+            dense = version.dense.reconstruct_batch(ids) @ dense_found[0]
         else:
             dense = np.zeros(len(ids), dtype=np.float32)
         return ids, dense, lexical
 
-    def _highlight(self, question: str, vector: np.ndarray | None, passages: list[Passage]) -> list[Passage]:
+    def _highlight(
+        self, version: IndexVersion, question: str, vector: np.ndarray | None, passages: list[Passage]
+    ) -> list[Passage]:
         """Each passage with its best span (lexical evidence only in lexical mode: no question vector)."""
-        lexical = self.version.lexical
+        lexical = version.lexical
         terms = lexical.analyze([question])[0]
         idf = lexical.idf(terms)
         chunk_ids = [p.chunk.chunk_id for p in passages]
-        stored = {} if vector is None else self.version.store.spans(chunk_ids, self.encoder.dimension)
+        stored = {} if vector is None else version.store.spans(chunk_ids, self.encoder.dimension)
         highlighted = []
         for p in passages:
             offsets, vectors = stored.get(p.chunk.chunk_id, ([], None))
@@ -147,7 +157,13 @@ class Searcher:
         return highlighted
 
     def _rank(
-        self, ids: np.ndarray, dense: np.ndarray, lexical: np.ndarray, top_k: int, options: SearchOptions
+        self,
+        version: IndexVersion,
+        ids: np.ndarray,
+        dense: np.ndarray,
+        lexical: np.ndarray,
+        top_k: int,
+        options: SearchOptions,
     ) -> list[Passage]:
         if not len(ids):
             return []
@@ -161,13 +177,13 @@ class Searcher:
         if options.min_score is not None:
             order = order[scores[order] >= options.min_score]
         if options.group_by_document:
-            document_of = self.version.store.document_of([int(ids[i]) for i in order])
+            document_of = version.store.document_of([int(ids[i]) for i in order])
             first: dict[str, int] = {}
             for i in order:
                 first.setdefault(document_of[int(ids[i])], int(i))
             order = np.array(list(first.values()), dtype=np.int64)
         order = order[:top_k]
-        chunks = self.version.store.chunks([int(ids[i]) for i in order])
+        chunks = version.store.chunks([int(ids[i]) for i in order])
         return [
             Passage(
                 chunks[int(ids[i])],

@@ -29,7 +29,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def corpus_settings(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Settings:
     return Settings(
-        index_dir=tmp_path_factory.mktemp("index"), cache_dir=cache_dir, corpus=CORPUS, quiet=True
+        index_dir=tmp_path_factory.mktemp("index"),
+        cache_dir=cache_dir,
+        corpus=CORPUS,
+        quiet=True,
+        reload_interval=0,
     )
 
 

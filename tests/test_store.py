@@ -103,7 +103,7 @@ def test_a_failed_build_leaves_the_previous_version_current(small_corpus, tmp_pa
         raise OSError("disk full")
 
     (small_corpus / "c.txt").write_text("A third document that never lands.")
-    monkeypatch.setattr(store_module, "_write_chunk_store", crash)
+    monkeypatch.setattr(store_module, "write_chunk_store", crash)
     with pytest.raises(OSError, match="disk full"):
         build(small_corpus, index_dir, encoder)
     assert current_version_dir(index_dir) == good.version_dir
@@ -167,7 +167,7 @@ def test_embeddings_are_cached_by_text(small_corpus, tmp_path, encoder):
 
 
 def test_ivf_indexes_serve_hybrid_queries(small_corpus, tmp_path, encoder):
-    from server import SearchOptions, Searcher
+    from server import Searcher, SearchOptions
 
     build(small_corpus, tmp_path / "index", encoder, faiss_factory="IVF1,Flat")
     searcher = Searcher(encoder, load(tmp_path / "index", encoder))

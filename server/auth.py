@@ -1,0 +1,31 @@
+"""API keys: ``Authorization: Bearer <key>``, compared in constant time.
+
+Safe by default: with no key configured, every write answers 403 and says how to enable writes.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from apiflask import abort
+from flask import request
+
+
+def require_key(keys: list[str], *, action: str) -> None:
+    """Abort unless the request carries one of ``keys``. 403 when no key is configured, 401 otherwise."""
+    if not keys:
+        abort(
+            403,
+            f"{action} is disabled: no API key is configured; set SEMQA_API_KEYS (comma-separated) or "
+            "SEMQA_API_KEY_FILE and send Authorization: Bearer <key>",
+        )
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        abort(401, "send Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"})
+    # Compare with every key, so the time taken does not tell which key (or how much of one) matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented.strip().encode(), key.encode())
+    if not matched:
+        abort(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})

@@ -1,0 +1,102 @@
+"""The documents blueprint: upsert, delete, list and read documents of the live index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIBlueprint, abort
+from flask import request
+
+from embeddings import EmbeddingCache
+from indexer import Document
+from indexer.update import API_SOURCE, apply_changes
+from semqa.settings import Settings
+from server.api import require_json
+from server.auth import require_key
+from server.reload import load_current
+from server.schemas import DeleteOut, DocumentList, DocumentOut, PageQuery, UpsertOut, upsert_schema
+from server.search import Searcher
+
+WRITE_AUTH = {"security": "ApiKey"}
+
+
+def create_documents_api(settings: Settings, searcher: Searcher) -> APIBlueprint:
+    api = APIBlueprint("documents", __name__)
+    keys = settings.keys()
+    cache = EmbeddingCache(settings.cache_dir, searcher.encoder)
+
+    def publish_changes(**changes: Any) -> Any:
+        report = apply_changes(settings.index_dir, encoder=searcher.encoder, cache=cache, **changes)
+        # This worker serves its own write at once; the others swap before their next request.
+        latest = load_current(settings, searcher.encoder)
+        if latest.name >= searcher.version.name:  # names sort by sequence number
+            searcher.version = latest
+        return report
+
+    @api.before_request
+    def _limits_and_auth() -> None:
+        if request.method in ("POST", "DELETE"):
+            request.max_content_length = settings.max_write_body_bytes
+            require_key(keys, action="writing documents")
+            require_json()
+        elif settings.read_requires_key:
+            require_key(keys, action="reading")
+
+    @api.post("/documents")
+    @api.input(upsert_schema(settings), location="json", arg_name="body")
+    @api.output(UpsertOut)
+    @api.doc(summary="Add or replace documents", security="ApiKey", responses=[401, 403, 413])
+    def upsert(body: dict[str, Any]) -> dict[str, Any]:
+        documents = [
+            Document(
+                id=d["id"],
+                text=d["text"],
+                title=d["title"].strip(),
+                metadata=d["metadata"],
+                source=API_SOURCE,
+            )
+            for d in body["documents"]
+        ]
+        if len({d.id for d in documents}) != len(documents):
+            abort(400, "invalid request: the same document id appears twice")
+        report = publish_changes(upserts=documents)
+        return {
+            "upserted": report.upserted,
+            "embedded": report.embedded,
+            "index_version": report.version_dir.name,
+        }
+
+    @api.delete("/documents/<path:document_id>")
+    @api.output(DeleteOut)
+    @api.doc(summary="Remove a document", security="ApiKey", responses=[401, 403, 404])
+    def delete(document_id: str) -> dict[str, Any]:
+        if searcher.version.store.document(document_id) is None:
+            abort(404, f"no document with id {document_id!r}")
+        report = publish_changes(deletes=[document_id])
+        if report.missing:  # deleted by another request in between
+            abort(404, f"no document with id {document_id!r}")
+        return {"deleted": document_id, "index_version": report.version_dir.name}
+
+    @api.get("/documents")
+    @api.input(PageQuery, location="query", arg_name="page")
+    @api.output(DocumentList)
+    @api.doc(summary="Document ids with titles and chunk counts, by id, paged")
+    def list_documents(page: dict[str, Any]) -> dict[str, Any]:
+        store = searcher.version.store
+        return {
+            "total": store.document_count(),
+            "offset": page["offset"],
+            "limit": page["limit"],
+            "documents": store.list_documents(page["offset"], page["limit"]),
+        }
+
+    @api.get("/documents/<path:document_id>")
+    @api.output(DocumentOut)
+    @api.doc(summary="One document with its text", responses=[404])
+    def get_document(document_id: str) -> dict[str, Any]:
+        document = searcher.version.store.document(document_id)
+        if document is None:
+            abort(404, f"no document with id {document_id!r}")
+        return document
+
+    return api

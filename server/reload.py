@@ -1,0 +1,96 @@
+"""Live index swaps: each worker polls the index directory and serves a newer version as soon as it is
+published (by `semqa index`, or by a write through the API), without a restart or a failed request.
+
+Versions are immutable directories and the ``CURRENT`` pointer is replaced atomically, so a worker only
+has to notice that the pointer changed, load the new version next to the old one, and swap one
+reference; requests already running keep the version they started with. A new version that cannot be
+loaded (corrupt, other model) is logged and skipped: the worker keeps serving the last good one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from embeddings import Encoder
+from indexer import IndexLoadError, IndexVersion, load_version
+from indexer.store import CURRENT
+from semqa.settings import Settings
+from server.search import Searcher
+
+log = logging.getLogger(__name__)
+
+
+def load_current(settings: Settings, encoder: Encoder) -> IndexVersion:
+    """The current version of the configured index directory, checked against ``encoder``'s model."""
+    return load_version(settings.index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+
+
+class VersionWatcher:
+    def __init__(
+        self, searcher: Searcher, index_dir: Path, load: Callable[[], IndexVersion], interval: float = 0.5
+    ) -> None:
+        self.searcher = searcher
+        self.index_dir = index_dir
+        self.interval = interval
+        self.error: str | None = None  # why the newest version could not be loaded, if it could not
+        self._load = load
+        self._failed: str | None = None  # the version name that failed, so it is not retried in a loop
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def _pointer(self) -> str | None:
+        try:
+            return (self.index_dir / CURRENT).read_text().strip()
+        except OSError:
+            return None
+
+    def refresh(self) -> None:
+        """Called before each request: if CURRENT moved on, swap now rather than at the next poll, so a
+        write acknowledged by any worker is visible to the next request on every worker. Never waits:
+        while another thread is loading, the request is served from the version it has."""
+        name = self._pointer()
+        if name is None or name in (self.searcher.version.name, self._failed):
+            return
+        if self._lock.acquire(blocking=False):
+            try:
+                self._swap(name)
+            finally:
+                self._lock.release()
+
+    def check(self) -> bool:
+        """Load and swap in the current version if it is newer; True when a swap happened."""
+        with self._lock:
+            name = self._pointer()
+            if name is None or name in (self.searcher.version.name, self._failed):
+                return False
+            return self._swap(name)
+
+    def _swap(self, name: str) -> bool:
+        try:
+            version = self._load()
+        except IndexLoadError as exc:
+            self._failed, self.error = name, str(exc)
+            log.error(
+                "index version %s not loaded, still serving %s: %s", name, self.searcher.version.name, exc
+            )
+            return False
+        self.searcher.version = version
+        self._failed = self.error = None
+        log.info("now serving index version %s", version.name)
+        return True
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="semqa-version-watcher", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # never let the watcher die: the next poll tries again
+                log.exception("version check failed")

@@ -1,0 +1,204 @@
+"""The live documents API: upsert, delete, list, read; API keys; limits; ids are data, never paths."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from semqa.launch import running_server
+from server import create_app
+from server.app import load_searcher
+
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MARS = {
+    "id": "notes/mars.md",
+    "title": "Mars base",
+    "text": "The Mars base will be built in 2040 near Olympus Mons.",
+}
+
+
+@pytest.fixture()
+def writable(tmp_path, corpus_build, corpus_settings, encoder):
+    """An app over a private copy of the corpus index, with an API key."""
+    index_dir = tmp_path / "index"
+    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    settings = corpus_settings.model_copy(
+        update={"index_dir": index_dir, "api_keys": KEY, "max_upsert_documents": 3}
+    )
+    app = create_app(settings, searcher=load_searcher(settings, encoder))
+    return app, app.test_client(), index_dir
+
+
+def ask(client, question: str) -> list[dict]:
+    return client.post("/ask", json={"question": question, "top_k": 3}).get_json()["passages"]
+
+
+def test_upsert_is_searchable_replaces_and_deletes(writable):
+    _, client, _ = writable
+    before = client.get("/health").get_json()
+    response = client.post("/documents", json={"documents": [MARS]}, headers=AUTH)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["upserted"] == ["notes/mars.md"]
+    assert client.get("/health").get_json()["documents"] == before["documents"] + 1
+    top = ask(client, "When will the Mars base be built?")[0]
+    assert top["document_id"] == "notes/mars.md" and "2040" in top["highlight"]["text"]
+    listed = client.get("/documents?limit=1000").get_json()
+    assert {"id": "notes/mars.md", "title": "Mars base", "chunks": 1} in listed["documents"]
+    assert client.get("/documents/notes/mars.md").get_json()["text"] == MARS["text"]
+
+    replaced = {**MARS, "text": "The Mars base was moved to Hellas Planitia in 2045."}
+    assert client.post("/documents", json={"documents": [replaced]}, headers=AUTH).status_code == 200
+    texts = [p["text"] for p in ask(client, "Where is the Mars base?") if p["document_id"] == "notes/mars.md"]
+    assert texts == [replaced["text"]]  # the old chunk is gone, not duplicated
+    assert client.get("/health").get_json()["documents"] == before["documents"] + 1
+
+    assert client.delete("/documents/notes/mars.md", headers=AUTH).status_code == 200
+    assert all(p["document_id"] != "notes/mars.md" for p in ask(client, "Where is the Mars base?"))
+    assert client.get("/documents/notes/mars.md").status_code == 404
+    assert client.delete("/documents/notes/mars.md", headers=AUTH).status_code == 404
+    assert client.get("/health").get_json() | {"index_version": None} == before | {"index_version": None}
+
+
+def test_only_new_text_is_embedded(writable):
+    _, client, _ = writable
+    first = client.post("/documents", json={"documents": [MARS]}, headers=AUTH).get_json()
+    again = client.post(
+        "/documents", json={"documents": [MARS, {**MARS, "id": "copy"}]}, headers=AUTH
+    ).get_json()
+    assert again["embedded"] == 0 and first["index_version"] < again["index_version"]
+
+
+def test_lexical_and_dense_stay_consistent_after_writes(writable):
+    app, client, _ = writable
+    client.post("/documents", json={"documents": [MARS]}, headers=AUTH)
+    client.delete("/documents/000_de246961d5590b13.txt", headers=AUTH)
+    version = app.extensions["semqa.searcher"].version
+    assert version.dense.ntotal == len(version.lexical) == version.manifest.chunk_count
+    assert sorted(version.lexical.ids.tolist()) == sorted(
+        int(i)
+        for i in version.store.chunk_ids_of(
+            [d["id"] for d in client.get("/documents?limit=1000").get_json()["documents"]]
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        ({"Authorization": f"Basic {KEY}"}, 401),
+        (AUTH, 200),
+    ],
+)
+def test_writes_need_a_valid_key_and_nothing_changes_without_one(writable, headers, status):
+    _, client, _ = writable
+    before = client.get("/health").get_json()
+    response = client.post("/documents", json={"documents": [MARS]}, headers=headers)
+    assert response.status_code == status
+    if status == 401:
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert client.get("/health").get_json() == before
+        assert client.delete("/documents/001_c76768aa996baf89.txt", headers=headers).status_code == 401
+
+
+def test_writes_are_forbidden_until_keys_are_configured(corpus_settings, searcher):
+    client = create_app(corpus_settings, searcher=searcher).test_client()
+    response = client.post("/documents", json={"documents": [MARS]}, headers=AUTH)
+    assert response.status_code == 403 and "SEMQA_API_KEYS" in response.get_json()["error"]["message"]
+    assert client.get("/documents").status_code == 200  # reads stay open by default
+
+
+def test_reads_can_require_a_key(corpus_settings, searcher):
+    settings = corpus_settings.model_copy(update={"api_keys": KEY, "read_requires_key": True})
+    client = create_app(settings, searcher=searcher).test_client()
+    assert client.post("/ask", json={"question": "x"}).status_code == 401
+    assert client.get("/documents").status_code == 401
+    assert client.post("/ask", json={"question": "x"}, headers=AUTH).status_code == 200
+    assert client.get("/health").status_code == 200  # probes stay open
+
+
+@pytest.mark.parametrize(
+    ("body", "mentions"),
+    [
+        ({}, "documents"),
+        ({"documents": []}, "documents"),
+        ({"documents": [MARS] * 4}, "documents"),  # over max_upsert_documents=3
+        ({"documents": [{"id": "x"}]}, "text"),
+        ({"documents": [{"id": "", "text": "t"}]}, "id"),
+        ({"documents": [{"id": "x", "text": "   "}]}, "text"),
+        ({"documents": [{"id": "x", "text": "t", "extra": 1}]}, "extra"),
+        ({"documents": [{"id": "x", "text": "t", "metadata": []}]}, "metadata"),
+        ({"documents": [MARS, MARS]}, "twice"),
+    ],
+)
+def test_bad_upserts_are_400_and_change_nothing(writable, body, mentions):
+    _, client, _ = writable
+    before = client.get("/health").get_json()
+    response = client.post("/documents", json=body, headers=AUTH)
+    assert response.status_code == 400 and mentions in response.get_json()["error"]["message"]
+    assert client.get("/health").get_json() == before
+
+
+def test_document_size_and_body_limits(writable):
+    app, client, _ = writable
+    huge = {"documents": [{"id": "big", "text": "word " * 300_000}]}  # 1.5 MB of text, over 1M chars
+    assert client.post("/documents", json=huge, headers=AUTH).status_code == 400
+    # Writes have their own body limit, larger than /ask's 64 KiB: a 200 KB upsert is fine ...
+    medium = {"documents": [{"id": "medium", "text": "word " * 40_000}]}
+    assert client.post("/documents", json=medium, headers=AUTH).status_code == 200
+    assert client.post("/ask", json={"question": "x" * 70_000}).status_code == 413
+    # ... and past it the answer is 413 too.
+    app.extensions["semqa.searcher"]
+    oversized = b'{"documents": [{"id": "x", "text": "' + b"a" * (17 * 1024 * 1024) + b'"}]}'
+    response = client.post("/documents", data=oversized, content_type="application/json", headers=AUTH)
+    assert response.status_code == 413
+
+
+def test_ids_are_data_never_paths(writable, tmp_path):
+    _, client, _ = writable
+    files_before = sorted(p for p in tmp_path.rglob("*") if "versions" not in p.parts)
+    evil = {"id": "../../../../tmp/semqa-owned", "text": "Traversal attempt."}
+    assert client.post("/documents", json={"documents": [evil]}, headers=AUTH).status_code == 200
+    assert client.get("/documents/../../../../tmp/semqa-owned").get_json()["text"] == "Traversal attempt."
+    assert client.delete("/documents/../../../../tmp/semqa-owned", headers=AUTH).status_code == 200
+    assert not Path("/tmp/semqa-owned").exists()
+    created = set(p for p in tmp_path.rglob("*") if "versions" not in p.parts) - set(files_before)
+    assert {p.name for p in created} <= {".lock"}  # only the writer lock: no file named after an id
+
+
+def test_documents_over_http_with_two_workers(tmp_path, corpus_build, corpus_settings):
+    index_dir = tmp_path / "index"
+    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    env = {
+        "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
+        "SEMQA_API_KEYS": KEY,
+        "SEMQA_RELOAD_INTERVAL": "0.2",
+    }
+    with running_server(["--index-dir", str(index_dir), "--workers", "2"], env=env) as server:
+        assert (
+            requests.post(server.url + "/documents", json={"documents": [MARS]}, timeout=10).status_code
+            == 401
+        )
+        response = requests.post(
+            server.url + "/documents", json={"documents": [MARS]}, headers=AUTH, timeout=60
+        )
+        assert response.status_code == 200
+        version = response.json()["index_version"]
+        time.sleep(1.0)  # every worker serves a committed version within a second
+        for _ in range(12):  # requests spread over both workers
+            assert requests.get(server.url + "/health", timeout=10).json()["index_version"] == version
+            top = requests.post(
+                server.url + "/ask", json={"question": "When is the Mars base built?", "top_k": 1}, timeout=30
+            )
+            assert top.json()["passages"][0]["document_id"] == "notes/mars.md"
+        assert (
+            requests.delete(server.url + "/documents/notes/mars.md", headers=AUTH, timeout=60).status_code
+            == 200
+        )
+        assert requests.get(server.url + "/documents/notes/mars.md", timeout=10).status_code == 404
