@@ -134,6 +134,9 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from indexer import has_index
+
+    # Metrics from every worker, aggregated: prometheus-client reads this when it is first imported.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="semqa-metrics-"))
     from server.runner import serve
 
     if not has_index(settings.index_dir):

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     max_document_chars: int = Field(1_000_000, ge=1, description="Longest accepted document text.")
     max_write_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest POST /documents body.")
 
+    rate_limit: str = Field(
+        "600 per minute",
+        description="Per-client limit on /ask and reads (flask-limiter syntax); empty = none.",
+    )
+    write_rate_limit: str = Field("60 per minute", description="Per-client limit on writes; empty = none.")
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS off.")
+
     quiet: bool = Field(False, description="No progress bars.")
 
     def keys(self) -> list[str]:

@@ -12,6 +12,8 @@ from semqa.settings import Settings
 from server.api import create_api
 from server.documents import create_documents_api
 from server.errors import register_error_handlers
+from server.limits import register_limits
+from server.observability import register_observability
 from server.reload import VersionWatcher, load_current
 from server.search import RetrievalConfig, Searcher
 
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     register_error_handlers(app)
     app.register_blueprint(create_api(settings))
     app.register_blueprint(create_documents_api(settings, searcher))
+    register_observability(app, searcher)  # first, so even a refused request gets its id and log line
+    register_limits(app, settings)
     app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}
     logging.getLogger(__name__).info("semqa ready: index %s", app.extensions["semqa.searcher"].version.name)
     return app

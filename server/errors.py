@@ -21,6 +21,7 @@ _CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
 }
@@ -53,6 +54,8 @@ def register_error_handlers(app: APIFlask) -> None:
             message = "no such endpoint; see GET /openapi.json for the API"
         elif error.status_code == 413:
             message = f"request body too large; the limit is {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+        elif error.status_code == 429:
+            message = "rate limit exceeded; retry after the number of seconds in the Retry-After header"
         elif error.status_code == 405:
             message = "method not allowed on this endpoint; see GET /openapi.json"
         return error_body(error.status_code, message), error.status_code, error.headers

@@ -18,6 +18,14 @@ def threads_per_worker(settings: Settings) -> int:
     return max(1, (os.cpu_count() or 1) // settings.workers)
 
 
+def _child_exit(server: Any, worker: Any) -> None:
+    """A dead worker's live gauges leave the aggregated metrics."""
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)
+
+
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     """gunicorn configured from ``Settings``; each worker builds its own app (model + index) after fork."""
 
@@ -36,6 +44,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "accesslog": None,
             "errorlog": "-",
             "loglevel": "info",
+            "child_exit": _child_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)

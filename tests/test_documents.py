@@ -168,7 +168,7 @@ def test_ids_are_data_never_paths(writable, tmp_path):
     assert client.get("/documents/../../../../tmp/semqa-owned").get_json()["text"] == "Traversal attempt."
     assert client.delete("/documents/../../../../tmp/semqa-owned", headers=AUTH).status_code == 200
     assert not Path("/tmp/semqa-owned").exists()
-    created = set(p for p in tmp_path.rglob("*") if "versions" not in p.parts) - set(files_before)
+    created = {p for p in tmp_path.rglob("*") if "versions" not in p.parts} - set(files_before)
     assert {p.name for p in created} <= {".lock"}  # only the writer lock: no file named after an id
 
 

@@ -1,0 +1,104 @@
+"""Request ids, one structured JSON log line per request, and Prometheus metrics.
+
+Under several gunicorn workers the metrics are aggregated across processes with prometheus-client's
+multiprocess mode: `semqa serve` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the
+workers start, so ``GET /metrics`` on any worker reports the whole server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+from apiflask import APIFlask
+from flask import Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("semqa_requests_total", "HTTP requests", ["route", "method", "status"])
+LATENCY = Histogram(
+    "semqa_request_seconds",
+    "HTTP request latency",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+INDEX_VERSION = Gauge(
+    "semqa_index_version", "Sequence number of the index version served", multiprocess_mode="livemax"
+)
+DOCUMENTS = Gauge("semqa_documents", "Documents in the index served", multiprocess_mode="livemax")
+CHUNKS = Gauge("semqa_chunks", "Passages in the index served", multiprocess_mode="livemax")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("semqa.access")
+
+
+def _json_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def register_observability(app: APIFlask, searcher: Any) -> None:
+    if not access_log.handlers:
+        access_log.addHandler(_json_handler())
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
+
+    @app.before_request
+    def _start() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = (
+            given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        )  # a bad id is replaced, not echoed
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        LATENCY.labels(route).observe(seconds)
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        access_log.info(
+            json.dumps(
+                {
+                    "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+                    "request_id": g.get("request_id"),
+                    "method": request.method,
+                    "path": request.path,
+                    "route": route,
+                    "status": response.status_code,
+                    "ms": round(seconds * 1000, 2),
+                    "client": request.remote_addr,
+                }
+            )
+        )
+        return response
+
+    @app.get("/metrics")
+    @app.doc(summary="Prometheus metrics", responses={200: {"content": {"text/plain": {}}}})
+    def metrics() -> Response:
+        version = searcher.version
+        INDEX_VERSION.set(int(version.name.split("-", 1)[0]))
+        DOCUMENTS.set(version.manifest.document_count)
+        CHUNKS.set(version.manifest.chunk_count)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            body = generate_latest(registry)
+        else:
+            body = generate_latest()
+        return Response(body, mimetype=CONTENT_TYPE_LATEST)

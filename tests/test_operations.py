@@ -1,0 +1,126 @@
+"""Operations: request ids and JSON logs, Prometheus metrics, readiness, rate limits, CORS, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from indexer.store import VERSIONS, current_version_dir
+from semqa.launch import running_server
+from server import create_app
+
+
+def test_request_id_is_echoed_or_made_and_logged(corpus_settings, searcher, capsys):
+    client = create_app(corpus_settings, searcher=searcher).test_client()
+    response = client.post("/ask", json={"question": "space"}, headers={"X-Request-ID": "req-42"})
+    assert response.headers["X-Request-ID"] == "req-42"
+    made = client.get("/health").headers["X-Request-ID"]
+    assert len(made) == 32 and made != "req-42"
+    hostile = client.get("/health", headers={"X-Request-ID": "x" * 500}).headers["X-Request-ID"]
+    assert hostile != "x" * 500  # not echoed: only short, plain ids are
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    ask = next(line for line in lines if line["request_id"] == "req-42")
+    assert ask["route"] == "/ask" and ask["status"] == 200 and ask["ms"] > 0
+
+
+def test_metrics_in_prometheus_format(corpus_settings, searcher, corpus_build):
+    client = create_app(corpus_settings, searcher=searcher).test_client()
+    client.post("/ask", json={"question": "space"})
+    client.post("/ask", json={"question": ""})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'semqa_requests_total{method="POST",route="/ask",status="200"}' in text
+    assert 'semqa_requests_total{method="POST",route="/ask",status="400"}' in text
+    assert 'semqa_request_seconds_bucket{le="0.5",route="/ask"}' in text
+    assert f"semqa_chunks {float(corpus_build.chunks)}" in text
+    assert "semqa_documents 5.0" in text
+    assert f"semqa_index_version {float(int(corpus_build.version_dir.name.split('-')[0]))}" in text
+
+
+def test_ready_and_health(corpus_settings, searcher, corpus_build):
+    client = create_app(corpus_settings, searcher=searcher).test_client()
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.get_json() == {
+        "status": "ready",
+        "index_version": corpus_build.version_dir.name,
+        "reload_error": None,
+    }
+
+
+def test_rate_limit_answers_429_with_retry_after_and_spares_probes(corpus_settings, searcher):
+    settings = corpus_settings.model_copy(update={"rate_limit": "3 per minute"})
+    client = create_app(settings, searcher=searcher).test_client()
+    codes = [client.post("/ask", json={"question": "space"}).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    refused = client.post("/ask", json={"question": "space"})
+    assert refused.get_json()["error"]["code"] == "rate_limited"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert all(client.get("/health").status_code == 200 for _ in range(5))
+
+
+def test_cors_is_off_by_default_and_allows_only_configured_origins(corpus_settings, searcher):
+    closed = create_app(corpus_settings, searcher=searcher).test_client()
+    assert (
+        "Access-Control-Allow-Origin"
+        not in closed.get("/health", headers={"Origin": "https://a.example"}).headers
+    )
+    settings = corpus_settings.model_copy(update={"cors_origins": "https://a.example"})
+    open_ = create_app(settings, searcher=searcher).test_client()
+    assert open_.get("/health", headers={"Origin": "https://a.example"}).headers[
+        "Access-Control-Allow-Origin"
+    ] == ("https://a.example")
+    assert (
+        "Access-Control-Allow-Origin"
+        not in open_.get("/health", headers={"Origin": "https://b.example"}).headers
+    )
+
+
+def test_indexer_killed_mid_build_leaves_a_loadable_version(tmp_path, cache_dir, encoder):
+    from indexer import load_version
+
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("The first version of the corpus.")
+    index_dir, fresh_cache = tmp_path / "index", tmp_path / "fresh-cache"
+    env = {**os.environ, "SEMQA_CACHE_DIR": str(fresh_cache), "SEMQA_QUIET": "1"}
+    command = [sys.executable, "-m", "semqa.cli", "index", str(corpus), "--index-dir", str(index_dir)]
+    subprocess.run(command, check=True, env=env)
+    good = current_version_dir(index_dir)
+    for i in range(300):  # enough new text that embedding takes seconds
+        (corpus / f"doc{i}.txt").write_text(
+            f"Document {i} tells of rocket {i}, satellite {i} and station {i}. " * 30
+        )
+
+    def kill_when(ready) -> None:
+        process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not ready() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    # 1. Mid-embedding: the previous version stays current.
+    cache_file = fresh_cache / f"embeddings-{encoder.weights_sha256[:16]}.sqlite"
+    kill_when(lambda: cache_file.exists() and cache_file.stat().st_size > 200_000)
+    assert current_version_dir(index_dir) == good
+    # 2. While writing the new version: whatever is current is complete and loads.
+    kill_when(lambda: bool(list((index_dir / VERSIONS).glob(".tmp-*"))))
+    current = current_version_dir(index_dir)
+    version = load_version(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+    assert version.path == current and version.manifest.document_count in (1, 301)
+    with running_server(["--index-dir", str(index_dir)], env={"SEMQA_CACHE_DIR": str(cache_dir)}) as server:
+        assert requests.get(server.url + "/ready", timeout=10).status_code == 200
+    subprocess.run(command, check=True, env=env)  # the next build cleans any leftovers and succeeds
+    assert not list((index_dir / VERSIONS).glob(".tmp-*"))
+    assert (
+        load_version(
+            index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension
+        ).manifest.document_count
+        == 301
+    )
