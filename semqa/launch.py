@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def running_server(
             env={**os.environ, **(env or {})},
             stdout=sink,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: master and workers are stopped together
         )
     server = RunningServer(process, f"http://127.0.0.1:{port}", log)
     try:
@@ -66,9 +68,16 @@ def running_server(
             time.sleep(0.3)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal the server's whole process group (gunicorn master and workers) and wait for the master."""
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

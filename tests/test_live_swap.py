@@ -29,7 +29,12 @@ def write_corpus(folder: Path, station: str) -> None:
 def test_reindex_while_clients_query_changes_answers_with_zero_failures(tmp_path, cache_dir):
     corpus, index_dir = tmp_path / "docs", tmp_path / "index"
     write_corpus(corpus, "Tiangong")
-    env = {"SEMQA_CACHE_DIR": str(cache_dir), "SEMQA_QUIET": "1", "SEMQA_RELOAD_INTERVAL": "0.2"}
+    env = {
+        "SEMQA_CACHE_DIR": str(cache_dir),
+        "SEMQA_QUIET": "1",
+        "SEMQA_RELOAD_INTERVAL": "0.2",
+        "SEMQA_RATE_LIMIT": "",
+    }
     common = ["--index-dir", str(index_dir)]
     subprocess.run(
         [sys.executable, "-m", "semqa.cli", "index", str(corpus), *common],

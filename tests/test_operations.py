@@ -124,3 +124,47 @@ def test_indexer_killed_mid_build_leaves_a_loadable_version(tmp_path, cache_dir,
         ).manifest.document_count
         == 301
     )
+
+
+def test_server_killed_mid_upsert_keeps_every_acknowledged_write(tmp_path, corpus_build, corpus_settings):
+    import shutil
+    import threading
+
+    from semqa.launch import stop
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir), "SEMQA_API_KEYS": "k"}
+    auth = {"Authorization": "Bearer k"}
+    acknowledged: list[str] = []
+    with running_server(["--index-dir", str(index_dir)], env=env) as server:
+
+        def writer() -> None:
+            for i in range(200):
+                doc = {"id": f"live/{i}", "text": f"Live note {i}: module {i} docked with the station."}
+                try:
+                    response = requests.post(
+                        server.url + "/documents", json={"documents": [doc]}, headers=auth, timeout=30
+                    )
+                except requests.RequestException:
+                    return  # the server died under us: this write was never acknowledged
+                if response.status_code == 200:
+                    acknowledged.append(doc["id"])
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        while len(acknowledged) < 3:
+            time.sleep(0.01)
+        stop(server.process, signal.SIGKILL)  # kill -9, master and worker, mid-write
+        thread.join()
+    with running_server(["--index-dir", str(index_dir)], env=env) as server:
+        listed = requests.get(server.url + "/documents?limit=1000", timeout=10).json()
+        ids = {d["id"] for d in listed["documents"]}
+        assert set(acknowledged) <= ids  # nothing acknowledged is lost
+        assert len(ids) - 5 in (len(acknowledged), len(acknowledged) + 1)  # at most the in-flight one more
+        last = acknowledged[-1]
+        number = last.split("/")[1]
+        top = requests.post(
+            server.url + "/ask", json={"question": f"Which module {number} docked?", "top_k": 3}, timeout=30
+        )
+        assert last in {p["document_id"] for p in top.json()["passages"]}
