@@ -32,6 +32,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/build_throughput.py
 	$(BIN)/python bench/query_latency.py
+	$(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) .semqa *.egg-info .pytest_cache

@@ -41,11 +41,13 @@ class MemoEncoder:
         return np.stack([self._memo[t] for t in texts])
 
 
-def configurations() -> list[tuple[str, str, RetrievalConfig]]:
-    configs = [("dense", "dense", RetrievalConfig()), ("lexical", "lexical", RetrievalConfig())]
+def configurations(candidates: int) -> list[tuple[str, str, RetrievalConfig]]:
+    single = RetrievalConfig(candidates=candidates)
+    configs = [("dense", "dense", single), ("lexical", "lexical", single)]
     for fusion in ("rrf", "minmax", "zscore"):
         for alpha in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
-            configs.append((f"{fusion} a={alpha}", "hybrid", RetrievalConfig(fusion=fusion, alpha=alpha)))
+            config = RetrievalConfig(fusion=fusion, alpha=alpha, candidates=candidates)
+            configs.append((f"{fusion} a={alpha}", "hybrid", config))
     return configs
 
 
@@ -61,12 +63,8 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     questions = evaluation.read_questions(SHARED / "dev_questions.tsv")
     with _scratch_searcher(settings, [args.corpus], encoder) as base:  # type: ignore[arg-type]
-        for name, mode, config in configurations():
-            searcher = Searcher(
-                base.encoder,
-                base.version,
-                RetrievalConfig(fusion=config.fusion, alpha=config.alpha, candidates=args.candidates),
-            )
+        for name, mode, config in configurations(args.candidates):
+            searcher = Searcher(base.encoder, base.version, config)
             rows.setdefault(name, {}).update(
                 {
                     f"dev {k}": v
@@ -75,12 +73,8 @@ def main() -> None:
             )
     scifact = evaluation.read_beir(SHARED / "scifact", "train")
     with _scratch_searcher(settings, [scifact.corpus], encoder) as base:  # type: ignore[arg-type]
-        for name, mode, config in configurations():
-            searcher = Searcher(
-                base.encoder,
-                base.version,
-                RetrievalConfig(fusion=config.fusion, alpha=config.alpha, candidates=args.candidates),
-            )
+        for name, mode, config in configurations(args.candidates):
+            searcher = Searcher(base.encoder, base.version, config)
             metrics = evaluation.beir_metrics(scifact, _eval_search(searcher, mode, beir=True))
             rows[name].update({f"scifact {k}": v for k, v in metrics.items()})
     columns = ["dev R@1", "dev R@5", "dev MRR@10", "dev highlight", "scifact nDCG@10", "scifact Recall@100"]

@@ -72,6 +72,7 @@ _ABBREVIATIONS = frozenset(
 )
 _WORD_BEFORE = re.compile(r"(\S+)$")
 _WORD = re.compile(r"\S+")
+VERIFY_MARGIN = 16  # tokens; chunks closer than this to the model's limit are re-tokenised on their own
 # A "sentence" longer than this (unpunctuated text) is not quoted whole: highlights use word windows there.
 LONG_SENTENCE_WORDS = 40
 
@@ -211,10 +212,15 @@ def chunk_spans(text: str, counter: TokenCounter, config: ChunkingConfig) -> lis
     overlap = min(config.overlap, budget // 2)
     tokens = _TokenIndex(counter.token_offsets(text))
     pending = _pack(_units(text, 0, len(text), tokens, budget), budget, overlap)
-    limit = counter.max_content_tokens + (counter.count_tokens([""])[0])  # max_seq_length
+    specials = counter.count_tokens([""])[0]
+    limit = counter.max_content_tokens + specials  # max_seq_length
     spans: list[tuple[int, int]] = []
-    # Tokenising a chunk on its own can differ slightly from counting inside the whole document; any chunk
-    # the model would truncate is cut again with a smaller budget until it fits.
+    # Tokenising a chunk on its own can differ slightly from counting inside the whole document (only
+    # where a cut falls inside a word: a few tokens). Chunks within VERIFY_MARGIN of the limit are
+    # tokenised again and any the model would truncate is cut again with a smaller budget until it fits.
+    near_limit = [tokens.count(s, e) + specials > limit - VERIFY_MARGIN for s, e in pending]
+    spans.extend(span for span, near in zip(pending, near_limit, strict=True) if not near)
+    pending = [span for span, near in zip(pending, near_limit, strict=True) if near]
     while pending:
         counts = counter.count_tokens([text[s:e] for s, e in pending])
         retry: list[tuple[int, int]] = []

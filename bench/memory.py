@@ -1,0 +1,81 @@
+"""Resident memory per gunicorn worker, for the corpus and for SciFact, two workers each.
+
+RSS counts every page a worker touches, shared or not; PSS splits shared pages between the processes
+that map them, so the PSS of the workers adds up to what they really cost together. The FAISS file is
+memory-mapped, so its pages are shared (and counted once in the PSS sum).
+
+    python bench/memory.py
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import requests
+
+from embeddings import EmbeddingCache, load_encoder
+from indexer import ChunkingConfig, build_index
+from semqa.launch import running_server
+from semqa.settings import Settings
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "eval"
+
+
+def rollup(pid: int) -> dict[str, int]:
+    """kB figures of /proc/<pid>/smaps_rollup."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0])
+    return fields
+
+
+def measure(name: str, corpus: Path) -> dict[str, object]:
+    encoder = load_encoder()
+    with tempfile.TemporaryDirectory() as scratch:
+        index_dir = Path(scratch) / "index"
+        report = build_index(
+            [corpus],
+            index_dir=index_dir,
+            encoder=encoder,
+            chunking=ChunkingConfig(),
+            cache=EmbeddingCache(Settings().cache_dir, encoder),
+        )
+        faiss_mb = (report.version_dir / "dense.faiss").stat().st_size / 2**20
+        with running_server(
+            ["--index-dir", str(index_dir), "--workers", "2"], env={"SEMQA_RATE_LIMIT": ""}
+        ) as server:
+            for _ in range(20):  # touch the index in both workers
+                requests.post(server.url + "/ask", json={"question": "What causes disease?"}, timeout=60)
+            master = server.process.pid
+            workers = [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+            stats = [rollup(pid) for pid in workers]
+    return {
+        "dataset": name,
+        "chunks": report.chunks,
+        "faiss_mb": round(faiss_mb, 1),
+        "rss_mb": [round(s["Rss"] / 1024) for s in stats],
+        "pss_mb": [round(s["Pss"] / 1024) for s in stats],
+        "shared_mb": [round((s["Shared_Clean"] + s["Shared_Dirty"]) / 1024) for s in stats],
+    }
+
+
+def main() -> None:
+    rows = [measure("corpus", Path("corpus"))]
+    if (SHARED / "scifact").is_dir():
+        rows.append(measure("scifact", SHARED / "scifact" / "corpus.jsonl"))
+    print(
+        "| dataset | chunks | dense.faiss MB | RSS per worker MB | PSS per worker MB | shared per worker MB |"
+    )
+    print("|---|---:|---:|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['dataset']} | {r['chunks']} | {r['faiss_mb']} | {r['rss_mb']} | {r['pss_mb']} | {r['shared_mb']} |"
+        )
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
