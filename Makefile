@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # resolving torch itself and pulling a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install serve index test lint bench clean
+.PHONY: install serve index test lint bench soak clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ bench: install
 	$(BIN)/python bench/build_throughput.py
 	$(BIN)/python bench/query_latency.py
 	$(BIN)/python bench/memory.py
+
+# Load test, not in the suite: 16 clients against 2 workers, questions mixed with upserts and deletes.
+soak: install
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .semqa *.egg-info .pytest_cache
