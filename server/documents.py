@@ -47,6 +47,8 @@ def create_documents_api(settings: Settings, searcher: Searcher) -> APIBlueprint
     @api.output(UpsertOut)
     @api.doc(summary="Add or replace documents", security="ApiKey", responses=[401, 403, 413])
     def upsert(body: dict[str, Any]) -> dict[str, Any]:
+        # Applied in order, like separate requests: when an id comes twice, the last one stands.
+        latest = {d["id"]: d for d in body["documents"]}
         documents = [
             Document(
                 id=d["id"],
@@ -55,10 +57,8 @@ def create_documents_api(settings: Settings, searcher: Searcher) -> APIBlueprint
                 metadata=d["metadata"],
                 source=API_SOURCE,
             )
-            for d in body["documents"]
+            for d in latest.values()
         ]
-        if len({d.id for d in documents}) != len(documents):
-            abort(400, "invalid request: the same document id appears twice")
         report = publish_changes(upserts=documents)
         return {
             "upserted": report.upserted,

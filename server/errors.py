@@ -44,7 +44,56 @@ def error_body(status: int, message: str) -> dict[str, Any]:
     return {"error": {"code": _CODES.get(status, "error"), "message": message}}
 
 
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+# What any endpoint may answer besides its own success: published in /openapi.json so clients (and the
+# schema-driven fuzz test) know every status they can get.
+COMMON_ERRORS = {
+    400: "Invalid request",
+    401: "Missing or wrong API key",
+    403: "Writes disabled: no API key configured",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Body too large",
+    415: "Body is not JSON",
+    429: "Rate limited (see Retry-After)",
+    500: "Internal error",
+    503: "Index unavailable",
+}
+
+
+def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
+    """Every operation documents the common errors with the one error shape, and a body it reads is
+    required (APIFlask leaves both out)."""
+    spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    for path in spec.get("paths", {}).values():
+        for operation in path.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            if "requestBody" in operation:
+                operation["requestBody"]["required"] = True
+            for status, description in COMMON_ERRORS.items():
+                operation["responses"][str(status)] = {
+                    "description": description,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
+    for unused in ("ValidationError", "HTTPError"):
+        spec["components"]["schemas"].pop(unused, None)
+    return spec
+
+
 def register_error_handlers(app: APIFlask) -> None:
+    app.spec_processor(document_errors)
+
     @app.error_processor
     def _api_error(error: HTTPError) -> tuple[dict[str, Any], int, Any]:
         message = error.message

@@ -6,8 +6,8 @@ from typing import Any
 
 from apiflask import Schema
 from apiflask.fields import Boolean, Dict, Float, Integer, List, Nested, String
-from apiflask.validators import Length, OneOf, Range
-from marshmallow import RAISE, ValidationError
+from apiflask.validators import Length, OneOf, Range, Regexp
+from marshmallow import RAISE
 
 from semqa.settings import MODES, Settings
 
@@ -23,6 +23,20 @@ class StrictBoolean(Boolean):
         return value
 
 
+class JsonInteger(Integer):
+    """A JSON number with no fraction (JSON, and JSON Schema, do not tell 5 from 5.0); not a string that
+    looks like one, not a boolean."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise self.make_error("invalid")
+            value = int(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class StrictFloat(Float):
     """A JSON number, not a string that looks like one (marshmallow's Float accepts "0.5")."""
 
@@ -32,9 +46,9 @@ class StrictFloat(Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-def _not_blank(value: str) -> None:
-    if not value.strip():
-        raise ValidationError("must not be empty or only white space")
+# "Has a character other than ASCII white space": anchored by marshmallow (re.match), searched by JSON
+# Schema, and spelt out because Python's \s and JSON Schema's \s disagree on some control characters.
+NOT_BLANK = Regexp(r"[ \t\n\r\f\v]*[^ \t\n\r\f\v]", error="must not be empty or only white space")
 
 
 def ask_schema(settings: Settings) -> type[Schema]:
@@ -46,10 +60,10 @@ def ask_schema(settings: Settings) -> type[Schema]:
 
         question = String(
             required=True,
-            validate=[Length(max=settings.max_question_chars), _not_blank],
+            validate=[Length(max=settings.max_question_chars), NOT_BLANK],
             metadata={"description": f"The question, at most {settings.max_question_chars} characters."},
         )
-        top_k = Integer(
+        top_k = JsonInteger(
             load_default=5,
             strict=True,
             validate=Range(1, settings.max_top_k),
@@ -141,9 +155,9 @@ def upsert_schema(settings: Settings) -> type[Schema]:
         class Meta:
             unknown = RAISE
 
-        id = String(required=True, validate=[Length(min=1, max=512), _not_blank])
+        id = String(required=True, validate=[Length(min=1, max=512), NOT_BLANK])
         title = String(load_default="", validate=Length(max=1000))
-        text = String(required=True, validate=[Length(max=settings.max_document_chars), _not_blank])
+        text = String(required=True, validate=[Length(max=settings.max_document_chars), NOT_BLANK])
         metadata = Dict(load_default=dict)
 
     class UpsertIn(Schema):
@@ -166,7 +180,7 @@ class PageQuery(Schema):
     class Meta:
         unknown = RAISE
 
-    offset = Integer(load_default=0, validate=Range(min=0))
+    offset = Integer(load_default=0, validate=Range(min=0, max=10**9))
     limit = Integer(load_default=50, validate=Range(1, 1000))
 
 

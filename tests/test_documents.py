@@ -64,6 +64,14 @@ def test_upsert_is_searchable_replaces_and_deletes(writable):
     assert client.get("/health").get_json() | {"index_version": None} == before | {"index_version": None}
 
 
+def test_an_id_twice_in_one_request_keeps_the_last(writable):
+    _, client, _ = writable
+    second = {**MARS, "text": "The Mars base moved to Hellas Planitia."}
+    response = client.post("/documents", json={"documents": [MARS, second]}, headers=AUTH)
+    assert response.status_code == 200 and response.get_json()["upserted"] == ["notes/mars.md"]
+    assert client.get("/documents/notes/mars.md").get_json()["text"] == second["text"]
+
+
 def test_only_new_text_is_embedded(writable):
     _, client, _ = writable
     first = client.post("/documents", json={"documents": [MARS]}, headers=AUTH).get_json()
@@ -134,7 +142,6 @@ def test_reads_can_require_a_key(corpus_settings, searcher):
         ({"documents": [{"id": "x", "text": "   "}]}, "text"),
         ({"documents": [{"id": "x", "text": "t", "extra": 1}]}, "extra"),
         ({"documents": [{"id": "x", "text": "t", "metadata": []}]}, "metadata"),
-        ({"documents": [MARS, MARS]}, "twice"),
     ],
 )
 def test_bad_upserts_are_400_and_change_nothing(writable, body, mentions):
