@@ -407,9 +407,9 @@ class IndexVersion:
         return self.path.name
 
 
-def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: bool = True) -> IndexVersion:
-    """Load the current version, checking it was built by this model and that its files are intact."""
-
+def check_version(index_dir: Path, *, verify: bool = True) -> tuple[Path, Manifest]:
+    """The current version's directory and manifest, once its manifest is readable and every file it
+    lists has the recorded size (and, with ``verify``, sha256). Cheap: no FAISS, no model."""
     path = current_version_dir(index_dir)
     manifest_path = path / MANIFEST
     try:
@@ -422,18 +422,24 @@ def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: 
         raise IndexLoadError(
             f"{manifest_path} has format {manifest.format_version}, this semqa reads {FORMAT_VERSION}; rebuild"
         )
-    if manifest.model_sha256 != model_sha256 or manifest.dimension != dimension:
-        raise IndexLoadError(
-            f"index {path} was built with model {manifest.model_name} (weights {manifest.model_sha256[:12]}, "
-            f"dimension {manifest.dimension}) but the configured model has weights {model_sha256[:12]}, "
-            f"dimension {dimension}; rebuild with `semqa index` or configure the model it was built with"
-        )
     for name, expected in manifest.files.items():
         file = path / name
         if not file.is_file() or file.stat().st_size != expected["bytes"]:
             raise IndexLoadError(f"{file} is missing or truncated; rebuild with `semqa index`")
         if verify and file_sha256(file) != expected["sha256"]:
             raise IndexLoadError(f"{file} is corrupt (sha256 mismatch); rebuild with `semqa index`")
+    return path, manifest
+
+
+def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: bool = True) -> IndexVersion:
+    """Load the current version, checking it was built by this model and that its files are intact."""
+    path, manifest = check_version(index_dir, verify=verify)
+    if manifest.model_sha256 != model_sha256 or manifest.dimension != dimension:
+        raise IndexLoadError(
+            f"index {path} was built with model {manifest.model_name} (weights {manifest.model_sha256[:12]}, "
+            f"dimension {manifest.dimension}) but the configured model has weights {model_sha256[:12]}, "
+            f"dimension {dimension}; rebuild with `semqa index` or configure the model it was built with"
+        )
     try:
         dense = _read_faiss(path / DENSE_FILE)
     except RuntimeError as exc:

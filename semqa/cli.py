@@ -134,6 +134,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from indexer import has_index
+    from indexer.store import check_version
 
     # Metrics from every worker, aggregated: prometheus-client reads this when it is first imported.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="semqa-metrics-"))
@@ -148,6 +149,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             command, check=False, env={**os.environ, **settings_environment(settings)}
         ).returncode:
             return 1
+    check_version(settings.index_dir)  # a damaged index stops here, with the file's name, before any worker
     serve(settings)
     return 0
 

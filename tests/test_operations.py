@@ -168,3 +168,21 @@ def test_server_killed_mid_upsert_keeps_every_acknowledged_write(tmp_path, corpu
             server.url + "/ask", json={"question": f"Which module {number} docked?", "top_k": 3}, timeout=30
         )
         assert last in {p["document_id"] for p in top.json()["passages"]}
+
+
+def test_serve_refuses_a_damaged_index_naming_the_file(tmp_path, corpus_build, corpus_settings):
+    import shutil
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    chunks = current_version_dir(index_dir) / "chunks.sqlite"
+    chunks.write_bytes(chunks.read_bytes()[:4096])  # truncated
+    result = subprocess.run(
+        [sys.executable, "-m", "semqa.cli", "serve", "--index-dir", str(index_dir), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir)},
+    )
+    assert result.returncode == 1
+    assert "chunks.sqlite" in result.stderr and "truncated" in result.stderr
