@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 IDS_FILE = "ids.npy"
+PARAMS_FILE = "params.index.json"  # written by bm25s.BM25.save
 BM25_K1, BM25_B = 1.2, 0.75  # Lucene's defaults; k1 0.9 / b 0.4 measured no better (BENCHMARKS.md)
 # Words of one character count too ("chang e 4", "tianlian 1"): bm25s' default pattern drops them.
 TOKEN_PATTERN = r"(?u)\b\w+\b"
@@ -46,8 +47,8 @@ class Analyzer:
 class LexicalIndex:
     """BM25 over chunks, addressed by our chunk ids."""
 
-    def __init__(self, bm25: object, ids: np.ndarray) -> None:
-        self._bm25 = bm25
+    def __init__(self, bm25: object | None, ids: np.ndarray) -> None:
+        self._bm25 = bm25  # None when no passage has a single term (an empty index, or only stop words)
         self.ids = ids
         self._row_of = {int(chunk_id): row for row, chunk_id in enumerate(ids)}
         self.analyze = Analyzer()
@@ -56,20 +57,26 @@ class LexicalIndex:
     def build(
         cls, texts: Sequence[str], ids: Sequence[int], k1: float = BM25_K1, b: float = BM25_B
     ) -> LexicalIndex:
-        bm25 = _bm25s().BM25(k1=k1, b=b, method="lucene")
-        bm25.index(Analyzer()(texts), show_progress=False)
+        tokens = Analyzer()(texts)
+        bm25 = None
+        if any(tokens):  # bm25s cannot index an empty vocabulary
+            bm25 = _bm25s().BM25(k1=k1, b=b, method="lucene")
+            bm25.index(tokens, show_progress=False)
         return cls(bm25, np.asarray(ids, dtype=np.int64))
 
     def save(self, directory: Path) -> list[Path]:
         """Write the index into ``directory``; returns the files written."""
         directory.mkdir(parents=True, exist_ok=True)
-        self._bm25.save(str(directory), show_progress=False)  # type: ignore[attr-defined]
+        if self._bm25 is not None:
+            self._bm25.save(str(directory), show_progress=False)  # type: ignore[attr-defined]
         np.save(directory / IDS_FILE, self.ids, allow_pickle=False)
         return sorted(p for p in directory.iterdir() if p.is_file())
 
     @classmethod
     def load(cls, directory: Path) -> LexicalIndex:
-        bm25 = _bm25s().BM25.load(str(directory), mmap=False, show_progress=False, verbosity=0)
+        bm25 = None
+        if (directory / PARAMS_FILE).exists():
+            bm25 = _bm25s().BM25.load(str(directory), mmap=False, show_progress=False, verbosity=0)
         return cls(bm25, np.load(directory / IDS_FILE, allow_pickle=False))
 
     def __len__(self) -> int:
@@ -78,7 +85,7 @@ class LexicalIndex:
     def scores(self, question: str) -> np.ndarray:
         """BM25 score of every chunk (row order of ``ids``) for ``question``."""
         terms = self.analyze([question])[0]
-        if not terms:
+        if not terms or self._bm25 is None:
             return np.zeros(len(self.ids), dtype=np.float32)
         return np.asarray(self._bm25.get_scores(terms), dtype=np.float32)  # type: ignore[attr-defined]
 
@@ -88,6 +95,8 @@ class LexicalIndex:
         Document frequencies are the column lengths of bm25s' term-by-document CSC score matrix.
         """
         bm25 = self._bm25
+        if bm25 is None:
+            return dict.fromkeys(terms, 0.0)
         indptr, n = bm25.scores["indptr"], bm25.scores["num_docs"]  # type: ignore[attr-defined]
         out: dict[str, float] = {}
         for term in terms:

@@ -432,7 +432,19 @@ def check_version(index_dir: Path, *, verify: bool = True) -> tuple[Path, Manife
 
 
 def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: bool = True) -> IndexVersion:
-    """Load the current version, checking it was built by this model and that its files are intact."""
+    """Load the current version, checking it was built by this model and that its files are intact.
+
+    Every failure is an ``IndexLoadError`` naming what is wrong, including files that vanish while
+    loading (a version pruned by writers in the meantime)."""
+    try:
+        return _load_version(index_dir, model_sha256=model_sha256, dimension=dimension, verify=verify)
+    except (OSError, sqlite3.Error) as exc:
+        raise IndexLoadError(
+            f"the index in {index_dir} could not be read ({exc}); retry, or rebuild"
+        ) from exc
+
+
+def _load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: bool) -> IndexVersion:
     path, manifest = check_version(index_dir, verify=verify)
     if manifest.model_sha256 != model_sha256 or manifest.dimension != dimension:
         raise IndexLoadError(

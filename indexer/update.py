@@ -28,7 +28,7 @@ import numpy as np
 
 from embeddings import EmbeddingCache, Encoder
 from indexer.chunking import ChunkingConfig, chunk_document, quotable_sentences
-from indexer.documents import Document
+from indexer.documents import Chunk, Document
 from indexer.lexical import LexicalIndex
 from indexer.store import (
     CHUNKS_FILE,
@@ -45,6 +45,33 @@ from indexer.store import (
 )
 
 API_SOURCE = "api"  # documents.source of documents written through the HTTP API
+
+
+class UnsupportedChange(ValueError):
+    """The index cannot take this change as it is built (e.g. HNSW cannot remove vectors)."""
+
+
+Prepared = tuple[list[Chunk], list[list[tuple[int, int]]], np.ndarray, list[np.ndarray], int]
+
+
+def _chunking(version_dir: Path) -> ChunkingConfig:
+    return ChunkingConfig(**Manifest.from_json(json.loads((version_dir / MANIFEST).read_text())).chunking)
+
+
+def _prepare(
+    upserts: Sequence[Document], encoder: Encoder, cache: EmbeddingCache | None, chunking: ChunkingConfig
+) -> Prepared:
+    """Chunks of the upserted documents, their sentence spans, vectors, span vectors, and how many
+    passages had to be embedded (the rest came from the cache)."""
+    chunks = [c for doc in upserts for c in chunk_document(doc, encoder, chunking)]
+    texts = [c.text for c in chunks]
+    spans = [quotable_sentences(t) for t in texts]
+    if cache is not None:
+        vectors, span_vectors, embedded = cache.encode(texts, spans)
+    else:
+        vectors, span_vectors = encoder.encode_spans(texts, spans)
+        embedded = len(texts)
+    return chunks, spans, vectors, span_vectors, embedded
 
 
 @dataclass(frozen=True)
@@ -80,7 +107,11 @@ def apply_changes(
 
     ids_upserted = [d.id for d in upserts]
     if len(set(ids_upserted)) != len(ids_upserted):
-        raise ValueError("the same document id appears twice in one request")
+        raise ValueError("the same document id appears twice in one change")
+    # Chunk and embed before taking the writer lock (the slow part), with the current version's chunking;
+    # if another writer changed that meanwhile (a rebuild with other settings), redo it under the lock.
+    chunking = _chunking(current_version_dir(index_dir))
+    prepared = _prepare(upserts, encoder, cache, chunking)
     with staging(index_dir) as tmp:
         base = current_version_dir(index_dir)
         manifest = Manifest.from_json(json.loads((base / MANIFEST).read_text()))
@@ -88,15 +119,9 @@ def apply_changes(
             raise IndexLoadError(
                 f"index {base} was built with another model; rebuild it before writing to it"
             )
-        chunking = ChunkingConfig(**manifest.chunking)
-        chunks = [c for doc in upserts for c in chunk_document(doc, encoder, chunking)]
-        texts = [c.text for c in chunks]
-        spans = [quotable_sentences(t) for t in texts]
-        if cache is not None:
-            vectors, span_vectors, embedded = cache.encode(texts, spans)
-        else:
-            vectors, span_vectors = encoder.encode_spans(texts, spans)
-            embedded = len(texts)
+        if ChunkingConfig(**manifest.chunking) != chunking:
+            prepared = _prepare(upserts, encoder, cache, ChunkingConfig(**manifest.chunking))
+        chunks, spans, vectors, span_vectors, embedded = prepared
 
         shutil.copyfile(base / CHUNKS_FILE, tmp / CHUNKS_FILE)
         with closing(sqlite3.connect(tmp / CHUNKS_FILE)) as db:
@@ -125,7 +150,13 @@ def apply_changes(
 
         dense = faiss.read_index(str(base / DENSE_FILE))
         if old_ids:
-            dense.remove_ids(np.array(old_ids, dtype=np.int64))
+            try:
+                dense.remove_ids(np.array(old_ids, dtype=np.int64))
+            except RuntimeError as exc:
+                raise UnsupportedChange(
+                    f"the FAISS index type {manifest.faiss_factory!r} cannot remove vectors, so documents cannot "
+                    "be replaced or deleted; use a flat or IVF index (SEMQA_FAISS_FACTORY) and rebuild"
+                ) from exc
         if chunks:
             dense.add_with_ids(vectors, np.array([c.chunk_id for c in chunks], dtype=np.int64))
         faiss.write_index(dense, str(tmp / DENSE_FILE))

@@ -5,6 +5,7 @@ Safe by default: with no key configured, every write answers 403 and says how to
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from apiflask import abort
@@ -23,9 +24,11 @@ def require_key(keys: list[str], *, action: str) -> None:
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented:
         abort(401, "send Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"})
-    # Compare with every key, so the time taken does not tell which key (or how much of one) matched.
+    # Digests of equal length, compared with every key: the time taken tells neither which key matched
+    # nor how long the keys are.
+    digest = hashlib.sha256(presented.strip().encode()).digest()
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(presented.strip().encode(), key.encode())
+        matched |= hmac.compare_digest(digest, hashlib.sha256(key.encode()).digest())
     if not matched:
         abort(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})

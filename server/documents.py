@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from apiflask import APIBlueprint, abort
 from flask import request
 
 from embeddings import EmbeddingCache
-from indexer import Document
-from indexer.update import API_SOURCE, apply_changes
+from indexer import Document, IndexLoadError
+from indexer.update import API_SOURCE, UnsupportedChange, apply_changes
 from semqa.settings import Settings
 from server.api import require_json
 from server.auth import require_key
@@ -17,7 +18,7 @@ from server.reload import load_current
 from server.schemas import DeleteOut, DocumentList, DocumentOut, PageQuery, UpsertOut, upsert_schema
 from server.search import Searcher
 
-WRITE_AUTH = {"security": "ApiKey"}
+log = logging.getLogger(__name__)
 
 
 def create_documents_api(settings: Settings, searcher: Searcher) -> APIBlueprint:
@@ -26,11 +27,16 @@ def create_documents_api(settings: Settings, searcher: Searcher) -> APIBlueprint
     cache = EmbeddingCache(settings.cache_dir, searcher.encoder)
 
     def publish_changes(**changes: Any) -> Any:
-        report = apply_changes(settings.index_dir, encoder=searcher.encoder, cache=cache, **changes)
-        # This worker serves its own write at once; the others swap before their next request.
-        latest = load_current(settings, searcher.encoder)
-        if latest.name >= searcher.version.name:  # names sort by sequence number
-            searcher.version = latest
+        try:
+            report = apply_changes(settings.index_dir, encoder=searcher.encoder, cache=cache, **changes)
+        except UnsupportedChange as exc:
+            abort(409, str(exc))
+        # This worker serves its own write at once; the others swap before their next request. The write
+        # is durable already: a failure to load it here must not report it as failed.
+        try:
+            searcher.install(load_current(settings, searcher.encoder))
+        except IndexLoadError:
+            log.exception("version %s was written but not loaded here", report.version_dir.name)
         return report
 
     @api.before_request

@@ -7,7 +7,7 @@ from typing import Any
 
 from apiflask import APIFlask
 from apiflask.exceptions import HTTPError
-from flask import current_app
+from flask import request
 
 from indexer import IndexLoadError
 
@@ -19,6 +19,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
@@ -63,6 +64,7 @@ COMMON_ERRORS = {
     403: "Writes disabled: no API key configured",
     404: "Not found",
     405: "Method not allowed",
+    409: "The index cannot take this change",
     413: "Body too large",
     415: "Body is not JSON",
     429: "Rate limited (see Retry-After)",
@@ -102,7 +104,7 @@ def register_error_handlers(app: APIFlask) -> None:
         elif error.status_code == 404 and message == "Not Found":
             message = "no such endpoint; see GET /openapi.json for the API"
         elif error.status_code == 413:
-            message = f"request body too large; the limit is {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+            message = f"request body too large; the limit here is {request.max_content_length} bytes"
         elif error.status_code == 429:
             message = "rate limit exceeded; retry after the number of seconds in the Retry-After header"
         elif error.status_code == 405:

@@ -21,6 +21,7 @@ from semqa.settings import Settings
 from server.search import Searcher
 
 log = logging.getLogger(__name__)
+REFRESH_WAIT = 10.0  # seconds a request waits for a newer version another thread is loading
 
 
 def load_current(settings: Settings, encoder: Encoder) -> IndexVersion:
@@ -47,16 +48,20 @@ class VersionWatcher:
         except OSError:
             return None
 
+    def _newer(self, name: str | None) -> bool:
+        return name is not None and name > self.searcher.version.name and name != self._failed
+
     def refresh(self) -> None:
         """Called before each request: if CURRENT moved on, swap now rather than at the next poll, so a
-        write acknowledged by any worker is visible to the next request on every worker. Never waits:
-        while another thread is loading, the request is served from the version it has."""
-        name = self._pointer()
-        if name is None or name in (self.searcher.version.name, self._failed):
+        write acknowledged by any worker is visible to the next request on every worker. If another
+        thread is already loading it, wait for that (at most REFRESH_WAIT seconds)."""
+        if not self._newer(self._pointer()):
             return
-        if self._lock.acquire(blocking=False):
+        if self._lock.acquire(timeout=REFRESH_WAIT):
             try:
-                self._swap(name)
+                name = self._pointer()
+                if self._newer(name):
+                    self._swap(name)  # type: ignore[arg-type]
             finally:
                 self._lock.release()
 
@@ -64,9 +69,7 @@ class VersionWatcher:
         """Load and swap in the current version if it is newer; True when a swap happened."""
         with self._lock:
             name = self._pointer()
-            if name is None or name in (self.searcher.version.name, self._failed):
-                return False
-            return self._swap(name)
+            return self._newer(name) and self._swap(name)  # type: ignore[arg-type]
 
     def _swap(self, name: str) -> bool:
         try:
@@ -77,8 +80,9 @@ class VersionWatcher:
                 "index version %s not loaded, still serving %s: %s", name, self.searcher.version.name, exc
             )
             return False
-        self.searcher.version = version
         self._failed = self.error = None
+        if not self.searcher.install(version):
+            return False
         log.info("now serving index version %s", version.name)
         return True
 

@@ -7,6 +7,7 @@ retrievers the mode asks for, give every candidate both scores, rank by the mode
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -56,6 +57,16 @@ class Searcher:
         self.encoder = encoder
         self.version = version
         self.config = config or RetrievalConfig()
+        self._install_lock = threading.Lock()
+
+    def install(self, version: IndexVersion) -> bool:
+        """Serve ``version`` if it is newer than the one served (version names sort by sequence), so that
+        a slow load finishing late can never take the service back to an older version."""
+        with self._install_lock:
+            if version.name <= self.version.name:
+                return False
+            self.version = version
+            return True
 
     def search(self, question: str, top_k: int = 5, options: SearchOptions | None = None) -> list[Passage]:
         return self.search_batch([question], top_k, options)[0]
@@ -66,6 +77,8 @@ class Searcher:
         """The ``top_k`` best passages for each question, best first (questions embedded in one batch)."""
         options = options or SearchOptions()
         version = self.version  # one version for the whole request, even if a newer one is swapped in
+        if version.dense.ntotal == 0:  # every document was deleted
+            return [[] for _ in questions]
         allowed = None
         if options.documents is not None:
             allowed = np.array(version.store.chunk_ids_of(list(options.documents)), dtype=np.int64)

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from semqa.launch import running_server
+from semqa.settings import Settings
 from server import create_app
 from server.app import load_searcher
 
@@ -209,3 +210,51 @@ def test_documents_over_http_with_two_workers(tmp_path, corpus_build, corpus_set
             == 200
         )
         assert requests.get(server.url + "/documents/notes/mars.md", timeout=10).status_code == 404
+
+
+def test_deleting_every_document_leaves_an_empty_index_that_answers(writable):
+    _, client, _ = writable
+    ids = [d["id"] for d in client.get("/documents?limit=1000").get_json()["documents"]]
+    for doc_id in ids:
+        assert client.delete(f"/documents/{doc_id}", headers=AUTH).status_code == 200
+    assert client.get("/health").get_json()["documents"] == 0
+    for mode in ("hybrid", "dense", "lexical"):
+        body = client.post("/ask", json={"question": "space", "mode": mode}).get_json()
+        assert body["passages"] == [] and body["answer"] is None
+    assert client.post("/documents", json={"documents": [MARS]}, headers=AUTH).status_code == 200
+    assert ask(client, "When will the Mars base be built?")[0]["document_id"] == "notes/mars.md"
+
+
+def test_an_index_that_cannot_remove_vectors_refuses_replacements_with_409(tmp_path, encoder, cache_dir):
+    from indexer import ChunkingConfig, build_index
+
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Tiangong is the space station.")
+    build_index(
+        [corpus],
+        index_dir=tmp_path / "index",
+        encoder=encoder,
+        chunking=ChunkingConfig(),
+        faiss_factory="HNSW16",
+    )
+    settings = Settings(
+        index_dir=tmp_path / "index", cache_dir=cache_dir, api_keys=KEY, reload_interval=0, quiet=True
+    )
+    client = create_app(settings, searcher=load_searcher(settings, encoder)).test_client()
+    assert (
+        client.post("/documents", json={"documents": [MARS]}, headers=AUTH).status_code == 200
+    )  # adding works
+    response = client.post("/documents", json={"documents": [{**MARS, "text": "Moved."}]}, headers=AUTH)
+    assert response.status_code == 409 and "HNSW16" in response.get_json()["error"]["message"]
+    assert client.get("/documents/notes/mars.md").get_json()["text"] == MARS["text"]
+
+
+def test_a_searcher_never_goes_back_to_an_older_version(writable, encoder):
+    app, client, _ = writable
+    searcher = app.extensions["semqa.searcher"]
+    old = searcher.version
+    client.post("/documents", json={"documents": [MARS]}, headers=AUTH)
+    new = searcher.version
+    assert new.name > old.name
+    assert searcher.install(old) is False and searcher.version is new

@@ -180,6 +180,7 @@ def test_serve_refuses_a_damaged_index_naming_the_file(tmp_path, corpus_build, c
     result = subprocess.run(
         [sys.executable, "-m", "semqa.cli", "serve", "--index-dir", str(index_dir), "--port", "0"],
         capture_output=True,
+        check=False,
         text=True,
         timeout=120,
         env={**os.environ, "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir)},
