@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     threads: int = Field(4, ge=1, le=256, description="Threads per gunicorn worker.")
     max_question_chars: int = Field(1000, ge=1, description="Longest accepted question, in characters.")
     max_top_k: int = Field(50, ge=1, description="Largest accepted top_k.")
+    max_batch_queries: int = Field(20, ge=1, description="Questions per POST /query.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body, in bytes.")
 
     reload_interval: float = Field(

@@ -71,10 +71,25 @@ class Searcher:
     def search(self, question: str, top_k: int = 5, options: SearchOptions | None = None) -> list[Passage]:
         return self.search_batch([question], top_k, options)[0]
 
+    def search_queries(self, queries: Sequence[tuple[str, int, SearchOptions]]) -> list[list[Passage]]:
+        """Several questions, each with its own ``top_k`` and options, embedded in one batch."""
+        if not queries:
+            return []
+        vectors = self.encoder.encode([question for question, _, _ in queries])
+        return [
+            self.search_batch([question], top_k, options, vectors=vectors[row : row + 1])[0]
+            for row, (question, top_k, options) in enumerate(queries)
+        ]
+
     def search_batch(
-        self, questions: Sequence[str], top_k: int = 5, options: SearchOptions | None = None
+        self,
+        questions: Sequence[str],
+        top_k: int = 5,
+        options: SearchOptions | None = None,
+        vectors: np.ndarray | None = None,
     ) -> list[list[Passage]]:
-        """The ``top_k`` best passages for each question, best first (questions embedded in one batch)."""
+        """The ``top_k`` best passages for each question, best first (questions embedded in one batch,
+        unless their ``vectors`` are given)."""
         options = options or SearchOptions()
         version = self.version  # one version for the whole request, even if a newer one is swapped in
         if version.dense.ntotal == 0:  # every document was deleted
@@ -87,7 +102,9 @@ class Searcher:
         depth = max(self.config.candidates, top_k * (10 if options.group_by_document else 1))
         dense_found = None
         if options.mode != "lexical":
-            dense_found = self._dense_candidates(version, self.encoder.encode(questions), depth, allowed)
+            if vectors is None:
+                vectors = self.encoder.encode(questions)
+            dense_found = self._dense_candidates(version, vectors, depth, allowed)
         results = []
         for row, question in enumerate(questions):
             ids, dense, lexical = self._candidates(
