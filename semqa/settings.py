@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     write_rate_limit: str = Field("60 per minute", description="Per-client limit on writes; empty = none.")
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS off.")
 
+    slack_signing_secret: str = Field("", description="Slack app signing secret; empty = Slack endpoint off.")
+
     quiet: bool = Field(False, description="No progress bars.")
 
     def keys(self) -> list[str]:

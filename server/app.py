@@ -17,6 +17,7 @@ from server.limits import register_limits
 from server.observability import register_observability
 from server.reload import VersionWatcher, load_current
 from server.search import RetrievalConfig, Searcher
+from server.slack import create_slack_api
 
 
 def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searcher:
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.register_blueprint(create_api(settings))
     app.register_blueprint(create_documents_api(settings, searcher))
     app.register_blueprint(create_batch_api(settings, searcher))
+    app.register_blueprint(create_slack_api(settings, searcher))
     register_observability(app, searcher)  # first, so even a refused request gets its id and log line
     register_limits(app, settings)
     app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}

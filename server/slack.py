@@ -1,0 +1,114 @@
+"""``POST /integrations/slack/command``: answers a Slack slash command (``/ask <question>``).
+
+Slack signs each request: ``X-Slack-Signature`` is ``v0=`` + HMAC-SHA256 of ``v0:{timestamp}:{raw body}``
+with the app's signing secret. A request with a bad signature, a timestamp more than five minutes away,
+or a signature already seen (a replay; remembered for those five minutes, per worker) is refused with
+401. Disabled (403) unless ``SEMQA_SLACK_SIGNING_SECRET`` is set. The answer is Block Kit ``mrkdwn``,
+ephemeral by default (only the asker sees it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from typing import Any
+
+from apiflask import APIBlueprint, abort
+from flask import request
+
+from semqa.settings import Settings
+from server.search import Searcher
+
+MAX_AGE = 5 * 60  # seconds
+PASSAGES = 3
+QUOTE_CHARS = 300
+
+
+class _SeenSignatures:
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def first_time(self, signature: str, now: float) -> bool:
+        with self._lock:
+            self._seen = {s: t for s, t in self._seen.items() if now - t < MAX_AGE}
+            if signature in self._seen:
+                return False
+            self._seen[signature] = now
+            return True
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str, now: float) -> bool:
+    """True when ``signature`` is Slack's for this body and timestamp, and the timestamp is recent."""
+    try:
+        age = abs(now - int(timestamp))
+    except ValueError:
+        return False
+    if age > MAX_AGE:
+        return False
+    expected = (
+        "v0=" + hmac.new(secret.encode(), f"v0:{timestamp}:".encode() + body, hashlib.sha256).hexdigest()
+    )
+    return hmac.compare_digest(expected.encode(), signature.encode())
+
+
+def _blocks(question: str, passages: list[Any]) -> list[dict[str, Any]]:
+    if not passages:
+        return [{"type": "section", "text": {"type": "mrkdwn", "text": f"No passage answers _{question}_."}}]
+    top = passages[0]
+    answer = top.highlight.text if top.highlight else top.chunk.text[:QUOTE_CHARS]
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"*{question}*\n>{answer}\n_{top.chunk.title or top.chunk.document_id}_",
+            },
+        },
+        {"type": "divider"},
+    ]
+    for passage in passages:
+        text = passage.chunk.text.replace("\n", " ")
+        if len(text) > QUOTE_CHARS:
+            text = text[:QUOTE_CHARS].rsplit(" ", 1)[0] + " …"
+        source = f"`{passage.chunk.document_id}` {passage.chunk.title} (score {passage.score:.2f})"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{text}\n{source}"}})
+    return blocks
+
+
+def create_slack_api(settings: Settings, searcher: Searcher) -> APIBlueprint:
+    api = APIBlueprint("slack", __name__)
+    seen = _SeenSignatures()
+
+    @api.post("/integrations/slack/command")
+    @api.doc(
+        summary="Slack slash command",
+        description="Form-encoded as Slack sends it; signed with X-Slack-Signature and X-Slack-Request-Timestamp.",
+    )
+    def command() -> dict[str, Any]:
+        secret = settings.slack_signing_secret
+        if not secret:
+            abort(
+                403,
+                "the Slack integration is disabled: set SEMQA_SLACK_SIGNING_SECRET to the app's signing secret",
+            )
+        body = request.get_data(cache=True)
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        now = time.time()
+        if not verify(secret, timestamp, body, signature, now):
+            abort(401, "bad or stale Slack signature")
+        if not seen.first_time(signature, now):
+            abort(401, "this Slack request was already answered (replay)")
+        question = request.form.get("text", "").strip()[: settings.max_question_chars]
+        if not question:
+            return {
+                "response_type": "ephemeral",
+                "text": "Ask a question after the command, e.g. `/ask Where is the conference held?`",
+            }
+        passages = searcher.search(question, PASSAGES)
+        return {"response_type": "ephemeral", "text": question, "blocks": _blocks(question, passages)}
+
+    return api
