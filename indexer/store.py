@@ -73,9 +73,12 @@ class Manifest:
         return cls(**data)
 
 
-def corpus_fingerprint(documents: Iterable[Document]) -> str:
-    """A hash of every document's id, title and text, independent of reading order."""
-    lines = sorted(f"{d.id}\x00{d.title}\x00{hashlib.sha256(d.text.encode()).hexdigest()}" for d in documents)
+def corpus_fingerprint(documents: Iterable[tuple[str, str, str]]) -> str:
+    """A hash of every document's (id, title, text), independent of reading order."""
+    lines = sorted(
+        f"{doc_id}\x00{title}\x00{hashlib.sha256(text.encode()).hexdigest()}"
+        for doc_id, title, text in documents
+    )
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 

@@ -38,6 +38,7 @@ from indexer.store import (
     SQL_BATCH,
     IndexLoadError,
     Manifest,
+    corpus_fingerprint,
     current_version_dir,
     insert_rows,
     publish,
@@ -81,16 +82,6 @@ class ChangeReport:
     deleted: list[str]
     missing: list[str]  # ids asked to be deleted that were not in the index
     embedded: int  # passages whose vectors had to be computed
-
-
-def _fingerprint(db: sqlite3.Connection) -> str:
-    import hashlib
-
-    lines = sorted(
-        f"{doc_id}\x00{title}\x00{hashlib.sha256(text.encode()).hexdigest()}"
-        for doc_id, title, text in db.execute("SELECT id, title, text FROM documents")
-    )
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def apply_changes(
@@ -146,7 +137,7 @@ def apply_changes(
             db.commit()
             rows = db.execute("SELECT id, title, text FROM chunks ORDER BY id").fetchall()
             document_count = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-            fingerprint = _fingerprint(db)
+            fingerprint = corpus_fingerprint(db.execute("SELECT id, title, text FROM documents"))
 
         dense = faiss.read_index(str(base / DENSE_FILE))
         if old_ids:

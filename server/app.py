@@ -10,6 +10,7 @@ from embeddings import Encoder, load_encoder
 from semqa import __version__
 from semqa.settings import Settings
 from server.api import create_api
+from server.auth import Access
 from server.batch import create_batch_api
 from server.documents import create_documents_api
 from server.errors import register_error_handlers
@@ -62,9 +63,10 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         app.extensions["semqa.watcher"] = watcher
         app.before_request(watcher.refresh)
     register_error_handlers(app)
-    app.register_blueprint(create_api(settings))
-    app.register_blueprint(create_documents_api(settings, searcher))
-    app.register_blueprint(create_batch_api(settings, searcher))
+    access = Access(settings.keys(), settings.read_requires_key)
+    app.register_blueprint(create_api(settings, access))
+    app.register_blueprint(create_documents_api(settings, searcher, access))
+    app.register_blueprint(create_batch_api(settings, searcher, access))
     app.register_blueprint(create_slack_api(settings, searcher))
     register_observability(app, searcher)  # first, so even a refused request gets its id and log line
     register_limits(app, settings)

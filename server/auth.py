@@ -12,6 +12,21 @@ from apiflask import abort
 from flask import request
 
 
+class Access:
+    """Who may read and write, from settings, with the keys read once per app."""
+
+    def __init__(self, keys: list[str], read_requires_key: bool) -> None:
+        self.keys = keys
+        self.read_requires_key = read_requires_key
+
+    def read(self, action: str) -> None:
+        if self.read_requires_key:
+            require_key(self.keys, action=action)
+
+    def write(self, action: str) -> None:
+        require_key(self.keys, action=action)
+
+
 def require_key(keys: list[str], *, action: str) -> None:
     """Abort unless the request carries one of ``keys``. 403 when no key is configured, 401 otherwise."""
     if not keys:

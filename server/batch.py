@@ -16,7 +16,7 @@ from marshmallow import RAISE
 
 from semqa.settings import Settings
 from server.api import passage_json, require_json
-from server.auth import require_key
+from server.auth import Access
 from server.schemas import NOT_BLANK, JsonInteger
 from server.search import Searcher, SearchOptions
 
@@ -62,15 +62,13 @@ class QueryResponse(Schema):
     results = List(Nested(QueryResultOut))
 
 
-def create_batch_api(settings: Settings, searcher: Searcher) -> APIBlueprint:
+def create_batch_api(settings: Settings, searcher: Searcher, access: Access) -> APIBlueprint:
     api = APIBlueprint("batch", __name__)
-    keys = settings.keys()
 
     @api.before_request
     def _json_and_key() -> None:
         require_json()
-        if settings.read_requires_key:
-            require_key(keys, action="asking")
+        access.read("asking")
 
     @api.post("/query")
     @api.input(query_schema(settings), location="json", arg_name="body")

@@ -13,7 +13,7 @@ from indexer import Document, IndexLoadError
 from indexer.update import API_SOURCE, UnsupportedChange, apply_changes
 from semqa.settings import Settings
 from server.api import require_json
-from server.auth import require_key
+from server.auth import Access
 from server.reload import load_current
 from server.schemas import DeleteOut, DocumentList, DocumentOut, PageQuery, UpsertOut, upsert_schema
 from server.search import Searcher
@@ -21,9 +21,8 @@ from server.search import Searcher
 log = logging.getLogger(__name__)
 
 
-def create_documents_api(settings: Settings, searcher: Searcher) -> APIBlueprint:
+def create_documents_api(settings: Settings, searcher: Searcher, access: Access) -> APIBlueprint:
     api = APIBlueprint("documents", __name__)
-    keys = settings.keys()
     cache = EmbeddingCache(settings.cache_dir, searcher.encoder)
 
     def publish_changes(**changes: Any) -> Any:
@@ -43,10 +42,10 @@ def create_documents_api(settings: Settings, searcher: Searcher) -> APIBlueprint
     def _limits_and_auth() -> None:
         if request.method in ("POST", "DELETE"):
             request.max_content_length = settings.max_write_body_bytes
-            require_key(keys, action="writing documents")
+            access.write("writing documents")
             require_json()
-        elif settings.read_requires_key:
-            require_key(keys, action="reading")
+        else:
+            access.read("reading")
 
     @api.post("/documents")
     @api.input(upsert_schema(settings), location="json", arg_name="body")
