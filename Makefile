@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # resolving torch itself and pulling a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install serve index test lint bench soak clean
+.PHONY: install browser serve index test lint bench soak clean
 
 install: $(STAMP)
 
@@ -23,7 +23,17 @@ index: install
 serve: index
 	$(BIN)/semqa serve
 
-test: install
+# The web page's test drives Debian's Chromium and ChromeDriver (Selenium, no browser download): installed
+# from apt only when missing, as root or with sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "installing Debian's chromium and chromium-driver for the browser test"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+test: install browser
 	$(BIN)/pytest -q
 
 lint: install

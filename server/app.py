@@ -19,6 +19,7 @@ from server.observability import register_observability
 from server.reload import VersionWatcher, load_current
 from server.search import RetrievalConfig, Searcher
 from server.slack import create_slack_api
+from server.web import create_web
 
 
 def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searcher:
@@ -43,7 +44,8 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     """Build the app. The model and index are loaded here, once per process, unless ``searcher`` is given
     (tests share one across apps)."""
     settings = settings or Settings()
-    app = APIFlask("semqa", title="semqa", version=__version__, docs_ui="redoc")
+    # No app-level static folder: the page's files are the web blueprint's, served at /static.
+    app = APIFlask("semqa", title="semqa", version=__version__, docs_ui="redoc", static_folder=None)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         VALIDATION_ERROR_STATUS_CODE=400,
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.register_blueprint(create_documents_api(settings, searcher, access))
     app.register_blueprint(create_batch_api(settings, searcher, access))
     app.register_blueprint(create_slack_api(settings, searcher))
+    app.register_blueprint(create_web(settings))
     register_observability(app, searcher)  # first, so even a refused request gets its id and log line
     register_limits(app, settings)
     app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}
