@@ -1,4 +1,4 @@
-"""The ``semqa`` command line: index, serve, ask, eval.
+"""The ``semqa`` command line: index, serve, mcp, ask, eval.
 
 Every flag maps to a ``Settings`` field; an unset flag leaves the environment or default value.
 """
@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (SEMQA_PORT, default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (SEMQA_WORKERS, default 1)")
     serve.add_argument("--threads", type=int, help="threads per worker (SEMQA_THREADS, default 4)")
+
+    mcp = commands.add_parser("mcp", help="serve the index to assistants over MCP (stdio, or --http)")
+    _add_index_flags(mcp)
+    mcp.add_argument("--http", action="store_true", help="streamable HTTP on --host/--port, path /mcp")
+    mcp.add_argument("--host", help="with --http: address to bind (SEMQA_HOST, default 127.0.0.1)")
+    mcp.add_argument("--port", type=int, help="with --http: port (SEMQA_PORT, default 8000)")
 
     ask = commands.add_parser("ask", help="answer one question from the index, locally")
     ask.add_argument("question")
@@ -154,6 +160,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.http and (args.host is not None or args.port is not None):
+        print("semqa mcp: --host and --port need --http (the default transport is stdio)", file=sys.stderr)
+        return 2
+    from server.mcp_server import serve_mcp
+
+    serve_mcp(settings, http=args.http)
+    return 0
+
+
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from server import SearchOptions, load_searcher
 
@@ -238,7 +254,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "serve": cmd_serve, "ask": cmd_ask, "eval": cmd_eval}
+COMMANDS = {"index": cmd_index, "serve": cmd_serve, "mcp": cmd_mcp, "ask": cmd_ask, "eval": cmd_eval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Start `semqa serve` as a child process and wait until it answers: for the tests, benchmarks and soak runs."""
+"""Start `semqa serve` (or `semqa mcp --http`) as a child process and wait until it answers: for the tests,
+benchmarks and soak runs."""
 
 from __future__ import annotations
 
@@ -44,14 +45,15 @@ def _healthy(url: str) -> bool:
 
 @contextmanager
 def running_server(
-    args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 180
+    args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 180, command: str = "serve"
 ) -> Iterator[RunningServer]:
-    """``semqa serve --port <free> *args`` with ``env`` added to the environment; stopped on exit."""
+    """``semqa <command> --port <free> *args`` with ``env`` added to the environment, once its ``/health``
+    answers; stopped on exit."""
     port = free_port()
-    log = Path(tempfile.mkstemp(prefix="semqa-serve-", suffix=".log")[1])
+    log = Path(tempfile.mkstemp(prefix=f"semqa-{command}-", suffix=".log")[1])
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "semqa.cli", "serve", "--port", str(port), *args],
+            [sys.executable, "-m", "semqa.cli", command, "--port", str(port), *args],
             env={**os.environ, **(env or {})},
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -62,9 +64,9 @@ def running_server(
         deadline = time.monotonic() + timeout
         while not _healthy(server.url):
             if process.poll() is not None:
-                raise RuntimeError(f"semqa serve exited {process.returncode}:\n{server.output}")
+                raise RuntimeError(f"semqa {command} exited {process.returncode}:\n{server.output}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"semqa serve did not answer /health within {timeout:.0f} s")
+                raise RuntimeError(f"semqa {command} did not answer /health within {timeout:.0f} s")
             time.sleep(0.3)
         yield server
     finally:

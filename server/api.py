@@ -8,6 +8,7 @@ from typing import Any
 from apiflask import APIBlueprint, abort
 from flask import current_app, request
 
+from indexer import IndexVersion
 from semqa.settings import Settings
 from server.auth import Access
 from server.schemas import AskOut, HealthOut, ReadyOut, ask_schema
@@ -56,6 +57,17 @@ def answer_json(p: Passage) -> dict[str, Any]:
         "chunk_id": str(chunk.chunk_id),
         "start": chunk.start + start,
         "end": chunk.start + end,
+    }
+
+
+def health_json(version: IndexVersion) -> dict[str, Any]:
+    """Liveness and what is loaded: the body of ``GET /health``."""
+    return {
+        "status": "ok",
+        "model": version.manifest.model_name,
+        "documents": version.manifest.document_count,
+        "chunks": version.manifest.chunk_count,
+        "index_version": version.name,
     }
 
 
@@ -116,13 +128,6 @@ def create_api(settings: Settings, access: Access) -> APIBlueprint:
     @api.output(HealthOut)
     @api.doc(summary="Liveness and what is loaded")
     def health() -> dict[str, Any]:
-        version = searcher().version
-        return {
-            "status": "ok",
-            "model": version.manifest.model_name,
-            "documents": version.manifest.document_count,
-            "chunks": version.manifest.chunk_count,
-            "index_version": version.name,
-        }
+        return health_json(searcher().version)
 
     return api

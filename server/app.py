@@ -16,7 +16,7 @@ from server.documents import create_documents_api
 from server.errors import register_error_handlers
 from server.limits import register_limits
 from server.observability import register_observability
-from server.reload import VersionWatcher, load_current
+from server.reload import load_current, start_watcher
 from server.search import RetrievalConfig, Searcher
 from server.slack import create_slack_api
 from server.web import create_web
@@ -54,14 +54,8 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.json.sort_keys = False
     searcher = searcher or load_searcher(settings)
     app.extensions["semqa.searcher"] = searcher
-    if settings.reload_interval > 0:
-        watcher = VersionWatcher(
-            searcher,
-            settings.index_dir,
-            lambda: load_current(settings, searcher.encoder),
-            settings.reload_interval,
-        )
-        watcher.start()
+    watcher = start_watcher(settings, searcher)
+    if watcher is not None:
         app.extensions["semqa.watcher"] = watcher
         app.before_request(watcher.refresh)
     register_error_handlers(app)

@@ -98,3 +98,17 @@ class VersionWatcher:
                 self.check()
             except Exception:  # never let the watcher die: the next poll tries again
                 log.exception("version check failed")
+
+
+def start_watcher(settings: Settings, searcher: Searcher) -> VersionWatcher | None:
+    """A started watcher of ``settings.index_dir`` for ``searcher``; None when reloading is off."""
+    if settings.reload_interval <= 0:
+        return None
+    watcher = VersionWatcher(
+        searcher,
+        settings.index_dir,
+        lambda: load_current(settings, searcher.encoder),
+        settings.reload_interval,
+    )
+    watcher.start()
+    return watcher

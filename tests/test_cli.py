@@ -34,6 +34,20 @@ def test_errors_are_one_line_and_exit_1(tmp_path, capsys):
     assert "chunk_tokens" in capsys.readouterr().err
 
 
+def test_mcp_refuses_a_missing_index_and_bad_options(tmp_path, capsys, monkeypatch):
+    assert main(["mcp", "--index-dir", str(tmp_path / "none")]) == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == f"semqa mcp: no index in {tmp_path / 'none'}: run `semqa index` to build one"
+    )
+    assert main(["mcp", "--port", "9000"]) == 2
+    assert "--http" in capsys.readouterr().err
+    monkeypatch.setenv("SEMQA_READ_REQUIRES_KEY", "true")
+    monkeypatch.delenv("SEMQA_API_KEYS", raising=False)
+    assert main(["mcp", "--http", "--index-dir", str(tmp_path / "none")]) == 1
+    assert "no API key is configured" in capsys.readouterr().err
+
+
 def test_environment_settings_apply_and_flags_win(tmp_path, monkeypatch):
     from semqa.cli import build_parser, settings_from_args
 

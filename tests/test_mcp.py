@@ -1,0 +1,171 @@
+"""`semqa mcp`: the search_passages tool and the documents resource, over stdio, streamable HTTP and in
+process (the SDK's own clients throughout)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from semqa.launch import running_server
+from server.mcp_server import PASSAGE_TEXT_CHARS, create_mcp_server, found_passage
+
+QUESTION = "In which city is the 2020 China Space Conference held?"
+CONFERENCE = "000_de246961d5590b13.txt"
+WHITE_PAPER = "004_7eff6b0a2d74b62d.txt"
+KEY = "mcp-test-key"
+
+
+@pytest.fixture()
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture()
+def mcp_server(corpus_settings, searcher):
+    return create_mcp_server(corpus_settings, searcher)
+
+
+def check_answer(result: Any) -> dict[str, Any]:
+    """The structured result of ``QUESTION``, checked field by field."""
+    assert not result.is_error
+    found = result.structured_content
+    assert found["question"] == QUESTION and "Fuzhou" in found["answer"]["text"]
+    assert found["answer"]["document_id"] == CONFERENCE
+    top = found["passages"][0]
+    assert set(top) == {
+        *("document_id", "title", "score", "chunk_id", "start", "end", "text", "truncated", "highlight"),
+        "metadata",
+    }
+    assert top["document_id"] == CONFERENCE and top["title"] and top["chunk_id"].isdigit()
+    assert top["highlight"]["text"] == found["answer"]["text"]
+    highlight = top["highlight"]
+    assert top["text"][highlight["start"] : highlight["end"]] == highlight["text"]
+    for passage in found["passages"]:
+        assert len(passage["text"]) <= PASSAGE_TEXT_CHARS
+        assert passage["truncated"] == (passage["end"] - passage["start"] > PASSAGE_TEXT_CHARS)
+    assert json.loads(result.content[0].text) == found  # the same result as text, for older clients
+    return found
+
+
+def error_text(result: Any) -> str:
+    assert result.is_error and result.structured_content is None
+    return result.content[0].text
+
+
+@pytest.mark.anyio
+async def test_stdio_lists_the_tool_answers_and_refuses_bad_input(corpus_build, corpus_settings):
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "semqa.cli", "mcp", "--index-dir", str(corpus_settings.index_dir)],
+        env={"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir)},
+    )
+    stray: list[Exception] = []  # anything on stdout that is not a protocol message
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, Exception):
+            stray.append(message)
+
+    async with (
+        stdio_client(params) as (read, write),
+        ClientSession(read, write, message_handler=on_message) as s,
+    ):
+        await s.initialize()
+        tools = (await s.list_tools()).tools
+        assert [t.name for t in tools] == ["search_passages"]
+        tool = tools[0]
+        assert "cite" in tool.description and str(PASSAGE_TEXT_CHARS) in tool.description
+        schema = tool.input_schema
+        assert schema["required"] == ["question"]
+        assert set(schema["properties"]) == {"question", "top_k", "documents"}
+        assert schema["properties"]["top_k"]["maximum"] == corpus_settings.max_top_k
+        assert set(tool.output_schema["properties"]) == {"question", "answer", "passages"}
+        assert tool.annotations.read_only_hint
+
+        found = check_answer(await s.call_tool("search_passages", {"question": QUESTION, "top_k": 3}))
+        assert len(found["passages"]) == 3
+        assert "top_k" in error_text(await s.call_tool("search_passages", {"question": QUESTION, "top_k": 0}))
+        assert "white space" in error_text(await s.call_tool("search_passages", {"question": "  \n"}))
+
+        listing = json.loads((await s.read_resource("semqa://documents")).contents[0].text)
+        assert listing["total"] == len(listing["documents"]) >= 5
+        first = listing["documents"][0]
+        assert first == {"id": CONFERENCE, "title": found["answer"]["title"], "chunks": first["chunks"]}
+    assert not stray
+
+
+@pytest.mark.anyio
+async def test_documents_filter_restricts_the_passages(mcp_server):
+    async with Client(mcp_server) as client:
+        arguments = {"question": QUESTION, "top_k": 4, "documents": [WHITE_PAPER]}
+        found = (await client.call_tool("search_passages", arguments)).structured_content
+        assert len(found["passages"]) == 4 and {p["document_id"] for p in found["passages"]} == {WHITE_PAPER}
+        assert found["answer"]["document_id"] == WHITE_PAPER
+        nothing = await client.call_tool(
+            "search_passages", {"question": QUESTION, "documents": ["no-such-doc"]}
+        )
+        assert nothing.structured_content == {"question": QUESTION, "answer": None, "passages": []}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"question": ""}, "question"),
+        ({"question": " \t "}, "white space"),
+        ({"question": "x" * 1001}, "question"),
+        ({}, "question"),
+        ({"question": "rockets", "top_k": 0}, "top_k"),
+        ({"question": "rockets", "top_k": 51}, "top_k"),
+        ({"question": "rockets", "top_k": "many"}, "top_k"),
+        ({"question": "rockets", "documents": []}, "documents"),
+        ({"question": "rockets", "documents": [""]}, "documents"),
+    ],
+)
+async def test_bad_input_is_a_tool_error(mcp_server, arguments, message):
+    async with Client(mcp_server) as client:
+        text = error_text(await client.call_tool("search_passages", arguments))
+        assert text.startswith("Error executing tool search_passages") and message in text
+
+
+def test_passage_text_is_capped(searcher):
+    passage = searcher.search(QUESTION, 1)[0]
+    full = found_passage(passage)
+    assert full.text == passage.chunk.text and not full.truncated  # corpus chunks are under the cap
+    cut = found_passage(passage, limit=40)
+    assert cut.text == passage.chunk.text[:40] and cut.truncated
+    assert (cut.start, cut.end, cut.highlight) == (full.start, full.end, full.highlight)
+
+
+@pytest.mark.anyio
+async def test_http_needs_the_key_when_reads_do(corpus_build, corpus_settings):
+    env = {
+        "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
+        "SEMQA_API_KEYS": f"other-key,{KEY}",
+        "SEMQA_READ_REQUIRES_KEY": "true",
+    }
+    args = ["--http", "--index-dir", str(corpus_settings.index_dir)]
+    with running_server(args, env=env, command="mcp") as server:  # ready once its open /health answers
+        url = server.url + "/mcp"
+        initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+        headers = {"Accept": "application/json, text/event-stream"}
+        async with httpx2.AsyncClient(timeout=30) as anonymous:
+            for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+                refused = await anonymous.post(url, json=initialize, headers=headers | auth)
+                assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
+                assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        async with (
+            http,
+            streamable_http_client(url, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            assert [t.name for t in (await session.list_tools()).tools] == ["search_passages"]
+            check_answer(await session.call_tool("search_passages", {"question": QUESTION}))
