@@ -11,6 +11,7 @@ stdio no key is asked: the assistant that launched the process already runs with
 # schema, and the limits in those annotations come from ``settings``, a local name that string
 # annotations could not resolve.
 
+import hashlib
 import os
 import sys
 from collections.abc import Iterator
@@ -59,8 +60,8 @@ TOOL_DESCRIPTION = (
 
 
 class Span(BaseModel):
-    text: str
-    start: int = Field(description="Offset of the span in the passage text.")
+    text: str = Field(description=f"At most {PASSAGE_TEXT_CHARS} characters.")
+    start: int = Field(description="Offset of the whole span in the passage, even when text is cut.")
     end: int
 
 
@@ -74,13 +75,13 @@ class FoundPassage(BaseModel):
     start: int = Field(description="Character offset of the passage in its document.")
     end: int = Field(description="End offset of the whole passage in its document, even when text is cut.")
     text: str = Field(description=f"The passage text, at most {PASSAGE_TEXT_CHARS} characters.")
-    truncated: bool = Field(description="Whether text was cut.")
+    truncated: bool = Field(description="Whether text (or the highlight's text) was cut.")
     highlight: Span | None = Field(description="The sentence of the passage that best answers the question.")
     metadata: dict[str, Any] = Field(description="For PDFs, the page the passage starts on (and page_end).")
 
 
 class Answer(BaseModel):
-    text: str = Field(description="The top passage's highlight.")
+    text: str = Field(description=f"The top passage's highlight, at most {PASSAGE_TEXT_CHARS} characters.")
     document_id: str
     title: str
     chunk_id: str
@@ -95,17 +96,26 @@ class SearchResult(BaseModel):
 
 
 def found_passage(p: Passage, limit: int = PASSAGE_TEXT_CHARS) -> FoundPassage:
-    """``p`` with the fields of a ``POST /ask`` passage (but ``scores``), its text cut at ``limit``."""
+    """``p`` with the fields of a ``POST /ask`` passage (but ``scores``), its texts cut at ``limit``: a
+    highlight is a sentence, but a sentence can be as long as a passage (a table, a run-on list)."""
     fields = passage_json(p)
+    del fields["scores"]  # one score per passage is enough for an assistant
     text = fields.pop("text")
-    return FoundPassage(**fields, text=text[:limit], truncated=len(text) > limit)
+    highlight = fields.pop("highlight")
+    truncated = len(text) > limit
+    if highlight is not None:
+        truncated |= len(highlight["text"]) > limit
+        highlight = Span(**{**highlight, "text": highlight["text"][:limit]})
+    return FoundPassage(**fields, text=text[:limit], highlight=highlight, truncated=truncated)
 
 
-def search_result(question: str, passages: list[Passage]) -> SearchResult:
+def search_result(question: str, passages: list[Passage], limit: int = PASSAGE_TEXT_CHARS) -> SearchResult:
+    answer = None
+    if passages:
+        fields = answer_json(passages[0])
+        answer = Answer(**{**fields, "text": fields["text"][:limit]})
     return SearchResult(
-        question=question,
-        answer=Answer(**answer_json(passages[0])) if passages else None,
-        passages=[found_passage(p) for p in passages],
+        question=question, answer=answer, passages=[found_passage(p, limit) for p in passages]
     )
 
 
@@ -118,7 +128,9 @@ class KeyVerifier:
     async def verify_token(self, token: str) -> AccessToken | None:
         if not key_matches(self.keys, token):
             return None
-        return AccessToken(token=token, client_id="semqa-api-key", scopes=[])
+        # One client per key (a digest, never the key): the SDK ties an HTTP session to its client.
+        client_id = "key-" + hashlib.sha256(token.encode()).hexdigest()[:16]
+        return AccessToken(token=token, client_id=client_id, scopes=[])
 
 
 def create_mcp_server(settings: Settings, searcher: Searcher, keys: list[str] | None = None) -> MCPServer:
@@ -157,7 +169,12 @@ def create_mcp_server(settings: Settings, searcher: Searcher, keys: list[str] | 
         ],
         top_k: Annotated[
             int,
-            Field(ge=1, le=settings.max_top_k, description=f"Passages to return, 1 to {settings.max_top_k}."),
+            Field(
+                strict=True,  # a JSON integer, not true or 5.0
+                ge=1,
+                le=settings.max_top_k,
+                description=f"Passages to return, 1 to {settings.max_top_k}.",
+            ),
         ] = 5,
         documents: Annotated[
             list[Annotated[str, Field(min_length=1, max_length=1024)]] | None,

@@ -13,7 +13,7 @@ from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from semqa.launch import running_server
-from server.mcp_server import PASSAGE_TEXT_CHARS, create_mcp_server, found_passage
+from server.mcp_server import PASSAGE_TEXT_CHARS, create_mcp_server, search_result
 
 QUESTION = "In which city is the 2020 China Space Conference held?"
 CONFERENCE = "000_de246961d5590b13.txt"
@@ -123,6 +123,8 @@ async def test_documents_filter_restricts_the_passages(mcp_server):
         ({"question": "rockets", "top_k": 0}, "top_k"),
         ({"question": "rockets", "top_k": 51}, "top_k"),
         ({"question": "rockets", "top_k": "many"}, "top_k"),
+        ({"question": "rockets", "top_k": True}, "top_k"),
+        ({"question": "rockets", "top_k": 5.0}, "top_k"),
         ({"question": "rockets", "documents": []}, "documents"),
         ({"question": "rockets", "documents": [""]}, "documents"),
     ],
@@ -134,12 +136,19 @@ async def test_bad_input_is_a_tool_error(mcp_server, arguments, message):
 
 
 def test_passage_text_is_capped(searcher):
-    passage = searcher.search(QUESTION, 1)[0]
-    full = found_passage(passage)
-    assert full.text == passage.chunk.text and not full.truncated  # corpus chunks are under the cap
-    cut = found_passage(passage, limit=40)
-    assert cut.text == passage.chunk.text[:40] and cut.truncated
-    assert (cut.start, cut.end, cut.highlight) == (full.start, full.end, full.highlight)
+    passages = searcher.search(QUESTION, 2)
+    full = search_result(QUESTION, passages)
+    assert full.passages[0].text == passages[0].chunk.text and not full.passages[0].truncated  # under the cap
+    cut = search_result(QUESTION, passages, limit=40)  # every text is cut: passage, highlight, answer
+    for whole, short in zip(full.passages, cut.passages, strict=True):
+        assert short.text == whole.text[:40] and short.truncated
+        assert short.highlight.text == whole.highlight.text[:40]
+        assert (short.start, short.end, short.highlight.start) == (
+            whole.start,
+            whole.end,
+            whole.highlight.start,
+        )
+    assert cut.answer.text == full.answer.text[:40] and len(full.answer.text) > 40
 
 
 @pytest.mark.anyio

@@ -157,6 +157,7 @@ def test_mode_and_passage_count_can_be_changed(server, browser):
     assert browser.switch_to.active_element.get_attribute("id") == "ask"
     browser.switch_to.active_element.send_keys(Keys.ENTER)
     _wait_for_outcome(browser)
+    assert browser.switch_to.active_element.get_attribute("id") == "ask"  # the keyboard keeps its place
     assert browser.find_element(By.ID, "status").text.startswith("2 passages")
     assert "(lexical)" in browser.find_element(By.ID, "status").text
     scores = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#passages .score")]
@@ -199,3 +200,65 @@ def test_page_fits_a_phone_screen(server, browser, tmp_path):
         assert overflow <= 0  # nothing wider than the screen: no sideways scrolling
     finally:
         browser.set_window_size(1200, 1000)
+
+
+def test_back_and_forward_show_each_question_again(server, browser):
+    from selenium.webdriver.common.by import By
+
+    _ask(browser, server, "In which city is the 2020 China Space Conference held?")
+    box = browser.find_element(By.ID, "question")
+    box.clear()
+    box.send_keys("How much propellant did the Tianzhou cargo craft carry to the station?\n")
+    _wait_for_outcome(browser)
+    assert "Tianzhou" in browser.find_element(By.ID, "answer").text
+    browser.back()
+    _wait_for_outcome(browser)
+    assert "Fuzhou" in browser.find_element(By.ID, "answer").text
+    assert browser.find_element(By.ID, "question").get_attribute("value").startswith("In which city")
+    browser.back()  # the empty page: nothing from the last answer is left
+    assert browser.find_element(By.ID, "question").get_attribute("value") == ""
+    assert browser.find_element(By.ID, "status").text == ""
+    assert not browser.find_element(By.ID, "passages-box").is_displayed()
+
+
+@pytest.fixture(scope="module")
+def keyed_server(corpus_build, corpus_settings) -> Iterator[RunningServer]:
+    """``semqa serve`` where questions need a key."""
+    env = {
+        "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
+        "SEMQA_API_KEYS": KEY,
+        "SEMQA_READ_REQUIRES_KEY": "true",
+    }
+    with running_server(["--index-dir", str(corpus_settings.index_dir)], env=env) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("", "This server needs an API key for questions: send Authorization: Bearer"),
+        ("wrong-key", "This server needs an API key for questions: the API key is not valid"),
+        ("clé", "The API key can only hold printable ASCII characters"),  # refused before sending
+    ],
+)
+def test_a_missing_or_wrong_key_is_shown_in_words(keyed_server, browser, key, shown):
+    from selenium.webdriver.common.by import By
+
+    browser.get(keyed_server.url + "/")
+    browser.find_element(By.ID, "api-key").send_keys(key)
+    browser.find_element(By.ID, "question").send_keys("Where is the conference held?\n")
+    _wait_for_outcome(browser)
+    assert browser.find_element(By.ID, "error").text.startswith(shown)
+
+
+def test_the_key_typed_in_the_page_is_sent(keyed_server, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(keyed_server.url + "/")
+    browser.find_element(By.ID, "api-key").send_keys(KEY)
+    browser.find_element(By.ID, "question").send_keys(
+        "In which city is the 2020 China Space Conference held?\n"
+    )
+    _wait_for_outcome(browser)
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    assert "Fuzhou" in browser.find_element(By.ID, "answer").text

@@ -9,10 +9,11 @@
   const mode = $("mode");
   const topK = $("top-k");
   const apiKey = $("api-key"); // present only when the server needs a key for questions
-  const askButton = $("ask");
   const statusLine = $("status");
   const errorBox = $("error");
-  let inflight = null;
+  const TIMEOUT_MS = 30000;
+  const timeoutMessage = `No answer within ${TIMEOUT_MS / 1000} seconds: the server is busy or stuck; try again.`;
+  let inflight = null; // {controller, timedOut} of the question being answered
 
   function element(tag, text, className) {
     const node = document.createElement(tag);
@@ -52,10 +53,15 @@
     return item;
   }
 
-  function clearResults() {
+  // Back to an empty page: the question being answered (if any) is dropped.
+  function resetView() {
+    if (inflight) inflight.controller.abort();
+    inflight = null;
     $("answer-box").hidden = true;
     $("passages-box").hidden = true;
     $("passages").replaceChildren();
+    errorBox.hidden = true;
+    statusLine.textContent = "";
   }
 
   function showError(message) {
@@ -101,33 +107,43 @@
     }
   }
 
+  // The Ask button stays enabled (and keeps the keyboard focus): asking again replaces the question
+  // being answered, and a question still unanswered after TIMEOUT_MS is given up with a message.
   async function ask() {
-    if (inflight) inflight.abort(); // a newer question replaces the one still running
-    const controller = new AbortController();
-    inflight = controller;
-    clearResults();
-    errorBox.hidden = true;
-    statusLine.textContent = "Searching…";
-    askButton.disabled = true;
+    resetView();
     const headers = { "Content-Type": "application/json" };
-    if (apiKey && apiKey.value) headers.Authorization = `Bearer ${apiKey.value}`;
+    if (apiKey && apiKey.value) {
+      if (!/^[\x21-\x7e]+$/.test(apiKey.value)) {
+        showError("The API key can only hold printable ASCII characters, without spaces.");
+        return;
+      }
+      headers.Authorization = `Bearer ${apiKey.value}`;
+    }
+    const request = { controller: new AbortController(), timedOut: false };
+    inflight = request;
+    const timer = setTimeout(() => {
+      request.timedOut = true;
+      request.controller.abort();
+    }, TIMEOUT_MS);
+    statusLine.textContent = "Searching…";
     try {
       const response = await fetch("ask", {
         method: "POST",
         headers,
         body: JSON.stringify({ question: question.value, mode: mode.value, top_k: Number(topK.value) }),
-        signal: controller.signal,
+        signal: request.controller.signal,
       });
-      const body = await response.json().catch(() => null);
-      if (response.ok && body) showAnswer(body);
+      const body = await response.json().catch(() => null); // an error page from a proxy is not JSON
+      if (inflight !== request) return; // replaced by a newer question, or the page was reset
+      if (request.timedOut) showError(timeoutMessage);
+      else if (response.ok && body) showAnswer(body);
       else showError(describe(response, body));
-    } catch (error) {
-      if (error.name !== "AbortError") showError("Could not reach the server: is semqa serve running?");
+    } catch {
+      if (inflight !== request) return;
+      showError(request.timedOut ? timeoutMessage : "Could not reach the server: is semqa serve running?");
     } finally {
-      if (inflight === controller) {
-        inflight = null;
-        askButton.disabled = false;
-      }
+      clearTimeout(timer);
+      if (inflight === request) inflight = null;
     }
   }
 
@@ -149,7 +165,7 @@
   });
   window.addEventListener("popstate", () => {
     if (fillFromAddress()) ask();
-    else clearResults();
+    else resetView();
   });
 
   fetch("health")
