@@ -190,16 +190,24 @@ def test_highlight_stays_in_place_after_astral_characters(server, browser):
 
 
 def test_page_fits_a_phone_screen(server, browser, tmp_path):
-    browser.set_window_size(390, 844)
+    from selenium.webdriver.common.by import By
+
+    # A phone's viewport, emulated by Chromium itself (a headless window cannot be narrower than 500 px).
+    phone = {"width": 375, "height": 812, "deviceScaleFactor": 2, "mobile": True}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
     try:
         _ask(browser, server, "When will China complete its space station?")
         browser.save_screenshot(str(tmp_path / "phone.png"))
+        assert browser.execute_script("return window.innerWidth") == 375
         overflow = browser.execute_script(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0  # nothing wider than the screen: no sideways scrolling
+        box = browser.find_element(By.ID, "question").rect
+        button = browser.find_element(By.ID, "ask").rect
+        assert button["y"] > box["y"] and button["width"] > 300  # the button goes under the box, full width
     finally:
-        browser.set_window_size(1200, 1000)
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_back_and_forward_show_each_question_again(server, browser):
