@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/build_throughput.py
 	$(BIN)/python bench/query_latency.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/interfaces.py
 
 # Load test, not in the suite: 16 clients against 2 workers, questions mixed with upserts and deletes.
 soak: install

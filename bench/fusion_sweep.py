@@ -14,14 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from common import SHARED
 
 from embeddings import load_encoder
 from semqa import evaluation
 from semqa.cli import _eval_search, _scratch_searcher
 from semqa.settings import Settings
 from server import RetrievalConfig, Searcher
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "eval"
 
 
 class MemoEncoder:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 
 import httpx2
 import requests
+from common import REPO, corpus_questions, percentile
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -31,24 +31,11 @@ from embeddings import EmbeddingCache, load_encoder
 from indexer import ChunkingConfig, build_index
 from semqa.launch import running_server
 from semqa.settings import Settings
+from server import Searcher
 from server.app import load_searcher
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "eval"
-SAMPLE = REPO / "tests" / "data" / "questions_sample.tsv"
 INTERFACES = ("in process", "HTTP /ask", "MCP stdio", "MCP HTTP")
 TOOL = "search_passages"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def corpus_questions() -> list[str]:
-    path = SHARED / "dev_questions.tsv" if (SHARED / "dev_questions.tsv").is_file() else SAMPLE
-    with path.open(newline="") as handle:
-        return [row["question"] for row in csv.DictReader(handle, delimiter="\t")]
 
 
 def ms_since(started: float) -> float:
@@ -94,15 +81,14 @@ async def measure(questions: list[str], args: argparse.Namespace) -> dict[str, A
                 for session in (stdio_session, http_session):
                     await session.initialize()
                     await session.list_tools()  # as an assistant does; caches the output schema
-                return await run(questions, args, searcher, http_server.url, stdio_session, http_session) | {
-                    "chunks": chunks
-                }
+                timed = await run(questions, args, searcher, http_server.url, stdio_session, http_session)
+    return {**timed, "chunks": chunks}
 
 
 async def run(
     questions: list[str],
     args: argparse.Namespace,
-    searcher: Any,
+    searcher: Searcher,
     url: str,
     stdio_session: ClientSession,
     http_session: ClientSession,

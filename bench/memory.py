@@ -14,13 +14,12 @@ import tempfile
 from pathlib import Path
 
 import requests
+from common import SHARED
 
 from embeddings import EmbeddingCache, load_encoder
 from indexer import ChunkingConfig, build_index
 from semqa.launch import running_server
 from semqa.settings import Settings
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "eval"
 
 
 def rollup(pid: int) -> dict[str, int]:

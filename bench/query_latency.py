@@ -11,34 +11,19 @@ costs; hybrid - dense is what fusion costs.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import requests
+from common import REPO, SHARED, corpus_questions, percentile
 
 from embeddings import EmbeddingCache, load_encoder
 from indexer import ChunkingConfig, build_index, load_version
 from semqa.launch import running_server
 from semqa.settings import Settings
 from server import MODES, Searcher, SearchOptions
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "eval"
-SAMPLE = REPO / "tests" / "data" / "questions_sample.tsv"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def corpus_questions() -> list[str]:
-    path = SHARED / "dev_questions.tsv" if (SHARED / "dev_questions.tsv").is_file() else SAMPLE
-    with path.open(newline="") as handle:
-        return [row["question"] for row in csv.DictReader(handle, delimiter="\t")]
 
 
 def scifact_questions(limit: int) -> list[str]:

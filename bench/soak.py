@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import requests
+from common import REPO, percentile
 
 from semqa.launch import running_server
 
-REPO = Path(__file__).resolve().parent.parent
 KEY = "soak-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 QUESTIONS = [
@@ -33,11 +33,6 @@ QUESTIONS = [
     "Which relay satellites upgraded the relay satellite system?",
     "Who attended the preparatory meeting in Beijing?",
 ]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else 0.0
 
 
 def main() -> int:

@@ -1,0 +1,26 @@
+"""What the benchmark scripts share: where things are, the questions they ask, percentiles.
+
+The scripts run as ``python bench/<name>.py``, so this folder is on their import path.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "eval"  # development data beside the repository, when present
+SAMPLE = REPO / "tests" / "data" / "questions_sample.tsv"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of ``values``; 0.0 for none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else 0.0
+
+
+def corpus_questions() -> list[str]:
+    """The dev questions about the default corpus (the repository's small sample without ../shared)."""
+    path = SHARED / "dev_questions.tsv" if (SHARED / "dev_questions.tsv").is_file() else SAMPLE
+    with path.open(newline="") as handle:
+        return [row["question"] for row in csv.DictReader(handle, delimiter="\t")]
