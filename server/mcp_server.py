@@ -34,6 +34,7 @@ from semqa import __version__
 from semqa.settings import Settings
 from server.api import answer_json, health_json, passage_json
 from server.app import load_searcher
+from server.asgi_limits import RateLimit
 from server.auth import key_matches
 from server.reload import start_watcher
 from server.schemas import MAX_FILTER_DOCUMENTS
@@ -253,7 +254,12 @@ def serve_mcp(settings: Settings, *, http: bool) -> None:
     mcp = create_mcp_server(settings, searcher, keys)
     where = f"streamable HTTP on http://{settings.host}:{settings.port}/mcp" if http else "stdio"
     print(f"semqa mcp: index version {searcher.version.name} over {where}", file=sys.stderr)
-    if http:
-        mcp.run("streamable-http", host=settings.host, port=settings.port)
-    else:
+    if not http:
         mcp.run("stdio")
+        return
+    import uvicorn
+
+    app = mcp.streamable_http_app(host=settings.host)
+    if settings.rate_limit:
+        app.add_middleware(RateLimit, limit=settings.rate_limit)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

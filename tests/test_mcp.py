@@ -157,6 +157,7 @@ async def test_http_needs_the_key_when_reads_do(corpus_build, corpus_settings):
         "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
         "SEMQA_API_KEYS": f"other-key,{KEY}",
         "SEMQA_READ_REQUIRES_KEY": "true",
+        "SEMQA_RATE_LIMIT": "30 per minute",
     }
     args = ["--http", "--index-dir", str(corpus_settings.index_dir)]
     with running_server(args, env=env, command="mcp") as server:  # ready once its open /health answers
@@ -178,3 +179,13 @@ async def test_http_needs_the_key_when_reads_do(corpus_build, corpus_settings):
             await session.initialize()
             assert [t.name for t in (await session.list_tools()).tools] == ["search_passages"]
             check_answer(await session.call_tool("search_passages", {"question": QUESTION}))
+
+        async with httpx2.AsyncClient(timeout=30) as client:  # the HTTP API's rate limit, per client
+            statuses = [
+                (await client.post(url, json=initialize, headers=headers)).status_code for _ in range(30)
+            ]
+            assert 429 in statuses and set(statuses) <= {401, 429}
+            limited = await client.post(url, json=initialize, headers=headers)
+            assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+            assert limited.json()["error"]["code"] == "rate_limited"
+            assert (await client.get(server.url + "/health")).status_code == 200  # probes stay free
