@@ -46,6 +46,7 @@ def main() -> int:
     lock = threading.Lock()
     latencies: dict[str, list[float]] = {"ask": [], "upsert": [], "delete": []}
     errors: list[str] = []
+    busy: list[str] = []  # writes answered 503 + Retry-After (every write slot of a worker taken), retried
     alive: set[str] = set()  # acknowledged upserts not deleted since
     deleted: set[str] = set()
 
@@ -66,6 +67,18 @@ def main() -> int:
             def client(number: int, count: int) -> None:
                 rng = random.Random(number)
                 session = requests.Session()
+
+                def send(method: str, path: str, **kwargs: object) -> requests.Response:
+                    """As a well-behaved client: a 503 with Retry-After is waited out and sent again."""
+                    for _ in range(10):
+                        response = session.request(method, server.url + path, timeout=120, **kwargs)
+                        if response.status_code != 503 or "Retry-After" not in response.headers:
+                            break
+                        with lock:
+                            busy.append(path)
+                        time.sleep(float(response.headers["Retry-After"]))
+                    return response
+
                 mine: list[str] = []
                 for i in range(count):
                     roll = rng.random()
@@ -77,9 +90,7 @@ def main() -> int:
                             body = {
                                 "documents": [{"id": doc_id, "text": f"Soak note {marker} about module {i}."}]
                             }
-                            response = session.post(
-                                server.url + "/documents", json=body, headers=AUTH, timeout=120
-                            )
+                            response = send("POST", "/documents", json=body, headers=AUTH)
                             kind = "upsert"
                             if response.status_code == 200:
                                 mine.append(doc_id)
@@ -87,9 +98,7 @@ def main() -> int:
                                     alive.add(doc_id)
                         elif roll < args.write_share:
                             doc_id = mine.pop(rng.randrange(len(mine)))
-                            response = session.delete(
-                                server.url + "/documents/" + doc_id, headers=AUTH, timeout=120
-                            )
+                            response = send("DELETE", "/documents/" + doc_id, headers=AUTH)
                             kind = "delete"
                             if response.status_code == 200:
                                 with lock:
@@ -142,7 +151,7 @@ def main() -> int:
     for kind, values in latencies.items():
         print(f"| {kind} | {len(values)} | {percentile(values, 50):.0f} | {percentile(values, 99):.0f} |")
     print(
-        f"errors: {len(errors)}; acknowledged and kept: {len(alive)}, lost: {len(lost)}; deleted: {len(deleted)}, back: {len(resurrected)}"
+        f"errors: {len(errors)}; writes told to retry (503): {len(busy)}; acknowledged and kept: {len(alive)}, lost: {len(lost)}; deleted: {len(deleted)}, back: {len(resurrected)}"
     )
     for line in errors[:10]:
         print("  " + line)
@@ -152,6 +161,7 @@ def main() -> int:
                 "requests": total,
                 "seconds": seconds,
                 "errors": len(errors),
+                "retried_writes": len(busy),
                 "lost": lost,
                 "resurrected": resurrected,
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from apiflask import APIBlueprint, abort
@@ -24,12 +25,24 @@ log = logging.getLogger(__name__)
 def create_documents_api(settings: Settings, searcher: Searcher, access: Access) -> APIBlueprint:
     api = APIBlueprint("documents", __name__)
     cache = EmbeddingCache(settings.cache_dir, searcher.encoder)
+    # A write can wait on the writer lock (held by another worker's write or a build) for as long as that
+    # takes, holding its thread meanwhile: at most threads - 1 writes run per worker, so one thread always
+    # stays free for questions; a write beyond that answers 503 with Retry-After at once.
+    writers = threading.BoundedSemaphore(max(1, settings.threads - 1))
 
     def publish_changes(**changes: Any) -> Any:
+        if not writers.acquire(blocking=False):
+            abort(
+                503,
+                "every write slot of this worker is busy (writes are applied one at a time); retry shortly",
+                headers={"Retry-After": "1"},
+            )
         try:
             report = apply_changes(settings.index_dir, encoder=searcher.encoder, cache=cache, **changes)
         except UnsupportedChange as exc:
             abort(409, str(exc))
+        finally:
+            writers.release()
         # This worker serves its own write at once; the others swap before their next request. The write
         # is durable already: a failure to load it here must not report it as failed.
         try:

@@ -69,7 +69,7 @@ COMMON_ERRORS = {
     415: "Body is not JSON",
     429: "Rate limited (see Retry-After)",
     500: "Internal error",
-    503: "Index unavailable",
+    503: "Index unavailable, or every write slot busy (see Retry-After)",
 }
 
 

@@ -187,3 +187,41 @@ def test_serve_refuses_a_damaged_index_naming_the_file(tmp_path, corpus_build, c
     )
     assert result.returncode == 1
     assert "chunks.sqlite" in result.stderr and "truncated" in result.stderr
+
+
+def test_writes_waiting_on_the_lock_leave_a_thread_for_questions(tmp_path, corpus_build, corpus_settings):
+    import shutil
+    import threading
+
+    from indexer.store import writer_lock
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir), "SEMQA_API_KEYS": "k"}
+    auth = {"Authorization": "Bearer k"}
+
+    def write(number: int) -> requests.Response:
+        doc = {"id": f"held/{number}", "text": f"Note {number}: the lock was held by a build."}
+        return requests.post(server.url + "/documents", json={"documents": [doc]}, headers=auth, timeout=60)
+
+    with running_server(["--index-dir", str(index_dir), "--threads", "2"], env=env) as server:
+        answers: dict[int, requests.Response] = {}
+        writers = [threading.Thread(target=lambda n=n: answers.update({n: write(n)})) for n in (1, 2)]
+        with writer_lock(index_dir):  # as a long `semqa index` would: every write waits
+            for thread in writers:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while not (refused := [n for n, r in answers.items() if r.status_code == 503]):
+                assert time.monotonic() < deadline, "no write was refused: both threads may be waiting"
+                time.sleep(0.05)
+            waiting = 3 - refused[0]  # the other write holds the worker's only write slot
+            assert answers[refused[0]].headers["Retry-After"] == "1"
+            assert answers[refused[0]].json()["error"]["code"] == "unavailable"
+            question = {"question": "Where is the 2020 China Space Conference held?"}
+            asked = requests.post(server.url + "/ask", json=question, timeout=30)  # the thread left free
+            assert asked.status_code == 200 and waiting not in answers  # while the write still waits
+        for thread in writers:
+            thread.join(timeout=60)
+        assert answers[waiting].status_code == 200  # it went through once the lock was free
+        listed = requests.get(server.url + "/documents?limit=100", timeout=10).json()["documents"]
+        assert f"held/{waiting}" in {d["id"] for d in listed}
