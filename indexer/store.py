@@ -120,6 +120,12 @@ CREATE INDEX spans_by_chunk ON spans (chunk_id);
 """
 
 
+def open_published(path: Path, **options: Any) -> sqlite3.Connection:
+    """A read-only connection to the chunk store of a published (so never again written) version."""
+    # A file URI, percent-encoded, so that a "?" or "#" in the path is part of the path.
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, **options)
+
+
 def insert_rows(
     db: sqlite3.Connection,
     documents: Sequence[Document],
@@ -325,7 +331,7 @@ class ChunkStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        self._db = open_published(path, check_same_thread=False)
 
     def _select(self, sql: str, values: Sequence[object]) -> list[tuple[Any, ...]]:
         """``sql`` with its one ``IN ({})`` filled in, in batches under SQLite's variable limit."""

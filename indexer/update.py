@@ -41,6 +41,7 @@ from indexer.store import (
     corpus_fingerprint,
     current_version_dir,
     insert_rows,
+    open_published,
     publish,
     staging,
 )
@@ -73,6 +74,23 @@ def _prepare(
         vectors, span_vectors = encoder.encode_spans(texts, spans)
         embedded = len(texts)
     return chunks, spans, vectors, span_vectors, embedded
+
+
+def _unchanged(version_dir: Path, upserts: Sequence[Document], deletes: Sequence[str]) -> bool:
+    """Whether the change would leave ``version_dir`` as it is: then no version is published (a copy of
+    the whole index for nothing)."""
+    with closing(open_published(version_dir / CHUNKS_FILE)) as db:
+        for document_id in deletes:
+            if db.execute("SELECT 1 FROM documents WHERE id = ?", (document_id,)).fetchone():
+                return False
+        for d in upserts:
+            row = db.execute(
+                "SELECT title, text, metadata, source FROM documents WHERE id = ?", (d.id,)
+            ).fetchone()
+            wanted = (d.title, d.text, d.metadata, d.source)
+            if row is None or (row[0], row[1], json.loads(row[2]), row[3]) != wanted:
+                return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,14 @@ def apply_changes(
         if manifest.model_sha256 != encoder.weights_sha256:
             raise IndexLoadError(
                 f"index {base} was built with another model; rebuild it before writing to it"
+            )
+        if _unchanged(base, upserts, deletes):  # an identical upsert, or deletes that lost a race
+            return ChangeReport(
+                version_dir=base,
+                upserted=ids_upserted,
+                deleted=[],
+                missing=list(deletes),
+                embedded=prepared[-1],
             )
         if ChunkingConfig(**manifest.chunking) != chunking:
             prepared = _prepare(upserts, encoder, cache, ChunkingConfig(**manifest.chunking))

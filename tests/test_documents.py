@@ -258,3 +258,29 @@ def test_a_searcher_never_goes_back_to_an_older_version(writable, encoder):
     new = searcher.version
     assert new.name > old.name
     assert searcher.install(old) is False and searcher.version is new
+
+
+def test_a_write_that_changes_nothing_publishes_no_version(writable):
+    _, client, index_dir = writable
+    first = client.post("/documents", json={"documents": [MARS]}, headers=AUTH).get_json()
+    versions = sorted(p.name for p in (index_dir / "versions").iterdir())
+    again = client.post("/documents", json={"documents": [MARS]}, headers=AUTH)
+    assert again.status_code == 200
+    assert again.get_json() == {**first, "embedded": 0}  # same version, acknowledged as written
+    assert sorted(p.name for p in (index_dir / "versions").iterdir()) == versions
+    changed = client.post(
+        "/documents", json={"documents": [{**MARS, "metadata": {"team": "b"}}]}, headers=AUTH
+    ).get_json()
+    assert changed["index_version"] != first["index_version"]  # metadata alone is a change
+    assert client.get("/documents/notes/mars.md").get_json()["metadata"] == {"team": "b"}
+
+
+def test_a_delete_that_lost_a_race_publishes_no_version(writable, encoder):
+    from indexer.store import current_version_dir
+    from indexer.update import apply_changes
+
+    _, _, index_dir = writable
+    before = current_version_dir(index_dir)
+    report = apply_changes(index_dir, encoder=encoder, cache=None, deletes=["deleted/by-someone-else.md"])
+    assert report.missing == ["deleted/by-someone-else.md"] and report.deleted == []
+    assert report.version_dir == before == current_version_dir(index_dir)
