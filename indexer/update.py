@@ -87,8 +87,9 @@ def _unchanged(version_dir: Path, upserts: Sequence[Document], deletes: Sequence
             row = db.execute(
                 "SELECT title, text, metadata, source FROM documents WHERE id = ?", (d.id,)
             ).fetchone()
-            wanted = (d.title, d.text, d.metadata, d.source)
-            if row is None or (row[0], row[1], json.loads(row[2]), row[3]) != wanted:
+            # Metadata as stored (insert_rows' json.dumps): JSON true and 1 are different values, and
+            # Python's == would call them equal; a mere change of key order counts as a change.
+            if row is None or tuple(row) != (d.title, d.text, json.dumps(d.metadata), d.source):
                 return False
     return True
 

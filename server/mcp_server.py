@@ -262,4 +262,6 @@ def serve_mcp(settings: Settings, *, http: bool) -> None:
     app = mcp.streamable_http_app(host=settings.host)
     if settings.rate_limit:
         app.add_middleware(RateLimit, limit=settings.rate_limit)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # proxy_headers off: the rate limit keys on the socket's address, as under gunicorn, not on an
+    # X-Forwarded-For any local client could set.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False)

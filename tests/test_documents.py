@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -245,9 +246,14 @@ def test_an_index_that_cannot_remove_vectors_refuses_replacements_with_409(tmp_p
     assert (
         client.post("/documents", json={"documents": [MARS]}, headers=AUTH).status_code == 200
     )  # adding works
-    response = client.post("/documents", json={"documents": [{**MARS, "text": "Moved."}]}, headers=AUTH)
-    assert response.status_code == 409 and "HNSW16" in response.get_json()["error"]["message"]
+    for _ in range(settings.threads):  # more refused writes than the worker has write slots
+        response = client.post("/documents", json={"documents": [{**MARS, "text": "Moved."}]}, headers=AUTH)
+        assert response.status_code == 409 and "HNSW16" in response.get_json()["error"]["message"]
     assert client.get("/documents/notes/mars.md").get_json()["text"] == MARS["text"]
+    venus = {"id": "notes/venus.md", "text": "A Venus balloon probe is planned."}
+    assert (
+        client.post("/documents", json={"documents": [venus]}, headers=AUTH).status_code == 200
+    )  # slots freed
 
 
 def test_a_searcher_never_goes_back_to_an_older_version(writable, encoder):
@@ -273,6 +279,25 @@ def test_a_write_that_changes_nothing_publishes_no_version(writable):
     ).get_json()
     assert changed["index_version"] != first["index_version"]  # metadata alone is a change
     assert client.get("/documents/notes/mars.md").get_json()["metadata"] == {"team": "b"}
+    for change in ({"metadata": {"team": True}}, {"metadata": {"team": 1}}, {"title": "Mars base, phase 2"}):
+        before = client.get("/health").get_json()["index_version"]
+        answer = client.post("/documents", json={"documents": [{**MARS, **change}]}, headers=AUTH).get_json()
+        assert answer["index_version"] != before
+        stored = client.get("/documents/notes/mars.md").get_json()
+        # Compared as JSON: true is not 1 (which Python's == would call equal), so each is a change.
+        assert json.dumps({k: stored[k] for k in change}) == json.dumps(change)
+
+
+def test_a_file_document_written_again_through_the_api_is_a_change(writable):
+    _, client, _ = writable
+    document = client.get("/documents?limit=1").get_json()["documents"][0]["id"]
+    stored = client.get(f"/documents/{document}").get_json()
+    same = {k: stored[k] for k in ("id", "title", "text", "metadata")}
+    before = client.get("/health").get_json()["index_version"]
+    answer = client.post("/documents", json={"documents": [same]}, headers=AUTH).get_json()
+    assert answer["index_version"] != before  # it now belongs to the API (kept apart from file builds)
+    again = client.post("/documents", json={"documents": [same]}, headers=AUTH).get_json()
+    assert again["index_version"] == answer["index_version"]  # and from then on it is unchanged
 
 
 def test_a_delete_that_lost_a_race_publishes_no_version(writable, encoder):
