@@ -43,12 +43,14 @@ def create_documents_api(settings: Settings, searcher: Searcher, access: Access)
             abort(409, str(exc))
         finally:
             writers.release()
-        # This worker serves its own write at once; the others swap before their next request. The write
-        # is durable already: a failure to load it here must not report it as failed.
-        try:
-            searcher.install(load_current(settings, searcher.encoder))
-        except IndexLoadError:
-            log.exception("version %s was written but not loaded here", report.version_dir.name)
+        # This worker serves its own write at once; the others swap before their next request. A write that
+        # changed nothing (or was overtaken by a newer one served here) has nothing to load: loading checks
+        # every file's hash. The write is durable already: a failure to load it must not report it failed.
+        if report.version_dir.name > searcher.version.name:
+            try:
+                searcher.install(load_current(settings, searcher.encoder))
+            except IndexLoadError:
+                log.exception("version %s was written but not loaded here", report.version_dir.name)
         return report
 
     @api.before_request
