@@ -56,8 +56,8 @@ class UnsupportedChange(ValueError):
 Prepared = tuple[list[Chunk], list[list[tuple[int, int]]], np.ndarray, list[np.ndarray], int]
 
 
-def _chunking(version_dir: Path) -> ChunkingConfig:
-    return ChunkingConfig(**Manifest.from_json(json.loads((version_dir / MANIFEST).read_text())).chunking)
+def _manifest(version_dir: Path) -> Manifest:
+    return Manifest.from_json(json.loads((version_dir / MANIFEST).read_text()))
 
 
 def _prepare(
@@ -112,7 +112,8 @@ def apply_changes(
     deletes: Sequence[str] = (),
 ) -> ChangeReport:
     """Upsert ``upserts`` (replacing every chunk of an existing id) and delete ``deletes``; returns once
-    the new version is durable and current."""
+    the new version is durable and current (or at once, naming the current version, when the change would
+    change nothing)."""
     import faiss
 
     ids_upserted = [d.id for d in upserts]
@@ -120,11 +121,11 @@ def apply_changes(
         raise ValueError("the same document id appears twice in one change")
     # Chunk and embed before taking the writer lock (the slow part), with the current version's chunking;
     # if another writer changed that meanwhile (a rebuild with other settings), redo it under the lock.
-    chunking = _chunking(current_version_dir(index_dir))
+    chunking = ChunkingConfig(**_manifest(current_version_dir(index_dir)).chunking)
     prepared = _prepare(upserts, encoder, cache, chunking)
     with staging(index_dir) as tmp:
         base = current_version_dir(index_dir)
-        manifest = Manifest.from_json(json.loads((base / MANIFEST).read_text()))
+        manifest = _manifest(base)
         if manifest.model_sha256 != encoder.weights_sha256:
             raise IndexLoadError(
                 f"index {base} was built with another model; rebuild it before writing to it"
