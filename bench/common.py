@@ -8,6 +8,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from embeddings import EmbeddingCache, Encoder
+from indexer import BuildReport, ChunkingConfig, build_index
+from semqa.settings import Settings
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "eval"  # development data beside the repository, when present
 SAMPLE = REPO / "tests" / "data" / "questions_sample.tsv"
@@ -24,3 +28,15 @@ def corpus_questions() -> list[str]:
     path = SHARED / "dev_questions.tsv" if (SHARED / "dev_questions.tsv").is_file() else SAMPLE
     with path.open(newline="") as handle:
         return [row["question"] for row in csv.DictReader(handle, delimiter="\t")]
+
+
+def build_cached(corpus: Path, index_dir: Path, encoder: Encoder) -> BuildReport:
+    """An index of ``corpus`` with the default chunking, its embeddings taken from (and added to) the
+    default embedding cache, so that a benchmark's index costs no model time after the first run."""
+    return build_index(
+        [corpus],
+        index_dir=index_dir,
+        encoder=encoder,
+        chunking=ChunkingConfig(),
+        cache=EmbeddingCache(Settings().cache_dir, encoder),
+    )

@@ -23,12 +23,11 @@ from typing import Any
 
 import httpx2
 import requests
-from common import REPO, corpus_questions, percentile
+from common import REPO, build_cached, corpus_questions, percentile
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from embeddings import EmbeddingCache, load_encoder
-from indexer import ChunkingConfig, build_index
+from embeddings import load_encoder
 from semqa.launch import running_server
 from semqa.settings import Settings
 from server import Searcher
@@ -43,18 +42,11 @@ def ms_since(started: float) -> float:
 
 
 async def measure(questions: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    settings = Settings(quiet=True)
     encoder = load_encoder()
     env = {"SEMQA_QUIET": "1"}
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
-        build_index(
-            [REPO / "corpus"],
-            index_dir=index_dir,
-            encoder=encoder,
-            chunking=ChunkingConfig(),
-            cache=EmbeddingCache(settings.cache_dir, encoder),
-        )
+        build_cached(REPO / "corpus", index_dir, encoder)
         # The servers' own loader (one FAISS thread, settings' retrieval config), on the encoder loaded above.
         searcher = load_searcher(Settings(quiet=True, index_dir=index_dir), encoder)
         chunks = searcher.version.manifest.chunk_count

@@ -14,12 +14,10 @@ import tempfile
 from pathlib import Path
 
 import requests
-from common import SHARED
+from common import SHARED, build_cached
 
-from embeddings import EmbeddingCache, load_encoder
-from indexer import ChunkingConfig, build_index
+from embeddings import load_encoder
 from semqa.launch import running_server
-from semqa.settings import Settings
 
 
 def rollup(pid: int) -> dict[str, int]:
@@ -35,13 +33,7 @@ def measure(name: str, corpus: Path) -> dict[str, object]:
     encoder = load_encoder()
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
-        report = build_index(
-            [corpus],
-            index_dir=index_dir,
-            encoder=encoder,
-            chunking=ChunkingConfig(),
-            cache=EmbeddingCache(Settings().cache_dir, encoder),
-        )
+        report = build_cached(corpus, index_dir, encoder)
         faiss_mb = (report.version_dir / "dense.faiss").stat().st_size / 2**20
         with running_server(
             ["--index-dir", str(index_dir), "--workers", "2"], env={"SEMQA_RATE_LIMIT": ""}

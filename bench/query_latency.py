@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import requests
-from common import REPO, SHARED, corpus_questions, percentile
+from common import REPO, SHARED, build_cached, corpus_questions, percentile
 
-from embeddings import EmbeddingCache, load_encoder
-from indexer import ChunkingConfig, build_index, load_version
+from embeddings import load_encoder
+from indexer import load_version
 from semqa.launch import running_server
-from semqa.settings import Settings
 from server import MODES, Searcher, SearchOptions
 
 
@@ -34,18 +33,11 @@ def scifact_questions(limit: int) -> list[str]:
 def measure(
     name: str, corpus: Path, questions: list[str], args: argparse.Namespace
 ) -> list[dict[str, object]]:
-    settings = Settings(quiet=True)
     encoder = load_encoder()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
-        build_index(
-            [corpus],
-            index_dir=index_dir,
-            encoder=encoder,
-            chunking=ChunkingConfig(),
-            cache=EmbeddingCache(settings.cache_dir, encoder),
-        )
+        build_cached(corpus, index_dir, encoder)
         version = load_version(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
         searcher = Searcher(encoder, version)
         batch = [questions[i % len(questions)] for i in range(args.requests)]
