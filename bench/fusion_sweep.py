@@ -20,7 +20,7 @@ from embeddings import load_encoder
 from semqa import evaluation
 from semqa.cli import _eval_search, _scratch_searcher
 from semqa.settings import Settings
-from server import RetrievalConfig, Searcher
+from server.retrieval import RetrievalConfig, Searcher
 
 
 class MemoEncoder:

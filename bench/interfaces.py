@@ -30,8 +30,7 @@ from mcp.client.streamable_http import streamable_http_client
 from embeddings import load_encoder
 from semqa.launch import running_server
 from semqa.settings import Settings
-from server import Searcher
-from server.app import load_searcher
+from server.retrieval import Searcher, load_searcher
 
 INTERFACES = ("in process", "HTTP /ask", "MCP stdio", "MCP HTTP")
 TOOL = "search_passages"

@@ -22,7 +22,8 @@ from common import REPO, SHARED, build_cached, corpus_questions, percentile
 from embeddings import load_encoder
 from indexer import load_version
 from semqa.launch import running_server
-from server import MODES, Searcher, SearchOptions
+from semqa.settings import MODES
+from server.retrieval import Searcher, SearchOptions
 
 
 def scifact_questions(limit: int) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -78,22 +78,48 @@ class Encoder:
         """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32), []
-        with self._lock:
-            outputs = self._model.encode(list(texts), batch_size=batch_size, output_value=None)
-        vectors = np.stack([o["sentence_embedding"].float().numpy() for o in outputs]).astype(np.float32)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # whatever the modules
-        span_vectors: list[np.ndarray] = []
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        span_vectors: list[np.ndarray] = [np.zeros((0, self.dimension), np.float32)] * len(texts)
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        for text_spans, encoding, output, vector in zip(spans, encodings, outputs, vectors, strict=True):
-            n = min(len(encoding.ids), self.max_seq_length)  # the rows past n are padding
-            tokens = output["token_embeddings"][:n].float().numpy()
-            starts = np.array([start for start, _ in encoding.offsets[:n]])
-            content = np.array(encoding.special_tokens_mask[:n]) == 0
-            bounds = np.array(text_spans, dtype=np.int64).reshape(-1, 2)
-            # members[s, t]: token t lies in span s; one matrix product pools every span of the text.
-            members = content & (starts >= bounds[:, :1]) & (starts < bounds[:, 1:])
-            counts = members.sum(axis=1, keepdims=True)
-            pooled = np.where(counts > 0, members @ tokens / np.maximum(counts, 1), vector)
-            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            span_vectors.append(pooled.astype(np.float32))
+        # Longest first, as sentence-transformers' encode does, so each batch pads little.
+        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        for first in range(0, len(order), batch_size):
+            rows = order[first : first + batch_size]
+            tokens, pooled = self._forward([texts[i] for i in rows])
+            for row, token_rows, vector in zip(rows, tokens, pooled, strict=True):
+                vectors[row] = vector
+                span_vectors[row] = _pool_spans(spans[row], encodings[row], token_rows, vector)
         return np.ascontiguousarray(vectors), span_vectors
+
+    def _forward(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass of the model's module pipeline: padded token embeddings and unit text vectors.
+
+        The modules are called directly (not through ``encode``) because ``encode`` does not return the
+        token embeddings and the text vector of one pass together in every sentence-transformers release."""
+        import torch
+
+        with self._lock, torch.inference_mode():
+            features = self._model.preprocess(list(texts))
+            output = self._model(features)
+            tokens = output["token_embeddings"].float().numpy()
+            pooled = output["sentence_embedding"].float().numpy()
+        # Normalised here whatever the model's own modules do: cosine is the inner product.
+        pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return tokens, pooled.astype(np.float32)
+
+
+def _pool_spans(
+    text_spans: Sequence[tuple[int, int]], encoding: Any, tokens: np.ndarray, vector: np.ndarray
+) -> np.ndarray:
+    """One unit vector per span: the mean of the contextual embeddings of the tokens that start inside it
+    (the text's own vector where a span holds no token)."""
+    n = min(len(encoding.ids), len(tokens))  # rows past n are padding (or cut by max_seq_length)
+    starts = np.array([start for start, _ in encoding.offsets[:n]])
+    content = np.array(encoding.special_tokens_mask[:n]) == 0
+    bounds = np.array(text_spans, dtype=np.int64).reshape(-1, 2)
+    # members[s, t]: token t lies in span s; one matrix product pools every span of the text.
+    members = content & (starts >= bounds[:, :1]) & (starts < bounds[:, 1:])
+    counts = members.sum(axis=1, keepdims=True)
+    pooled = np.where(counts > 0, members @ tokens[:n] / np.maximum(counts, 1), vector)
+    pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return pooled.astype(np.float32)

@@ -22,7 +22,7 @@ from semqa.settings import FUSIONS, MODES, Settings
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
     from embeddings import Encoder
     from semqa.evaluation import SearchFn
-    from server import Searcher
+    from server.retrieval import Searcher
 
 log = logging.getLogger("semqa")
 
@@ -171,7 +171,7 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    from server import SearchOptions, load_searcher
+    from server.retrieval import SearchOptions, load_searcher
 
     passages = load_searcher(settings).search(args.question, args.top_k, SearchOptions(mode=args.mode))
     for rank, passage in enumerate(passages, 1):
@@ -184,7 +184,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 @contextmanager
 def _scratch_searcher(settings: Settings, paths: Sequence[Path], encoder: Encoder) -> Iterator[Searcher]:
     """A throwaway index of ``paths`` with exactly these settings (the embedding cache makes it cheap)."""
-    from server import load_searcher
+    from server.retrieval import load_searcher
 
     with tempfile.TemporaryDirectory(prefix="semqa-eval-") as scratch:
         scratch_settings = settings.model_copy(update={"index_dir": Path(scratch)})
@@ -195,7 +195,7 @@ def _scratch_searcher(settings: Settings, paths: Sequence[Path], encoder: Encode
 def _eval_search(searcher: Searcher, mode: str, beir: bool = False) -> SearchFn:
     """The searcher as the metrics call it; BEIR ranks documents, so one passage each and no highlights."""
     from semqa.evaluation import Retrieved
-    from server import SearchOptions
+    from server.retrieval import SearchOptions
 
     options = SearchOptions(mode=mode, group_by_document=beir, highlight=not beir)  # type: ignore[arg-type]
 

@@ -8,11 +8,11 @@ from typing import Any
 from apiflask import APIBlueprint, abort
 from flask import current_app, request
 
-from indexer import IndexVersion
 from semqa.settings import Settings
 from server.auth import Access
+from server.responses import answer_json, health_json, passage_json
+from server.retrieval import Searcher, SearchOptions
 from server.schemas import AskOut, HealthOut, ReadyOut, ask_schema
-from server.search import Passage, Searcher, SearchOptions
 
 
 def require_json() -> None:
@@ -22,53 +22,6 @@ def require_json() -> None:
 
 def searcher() -> Searcher:
     return current_app.extensions["semqa.searcher"]
-
-
-def passage_json(p: Passage) -> dict[str, Any]:
-    chunk = p.chunk
-    return {
-        "text": chunk.text,
-        "score": p.score,
-        "scores": {"dense": p.dense_score, "lexical": p.lexical_score},
-        "document_id": chunk.document_id,
-        "title": chunk.title,
-        "chunk_id": str(chunk.chunk_id),
-        "start": chunk.start,
-        "end": chunk.end,
-        "highlight": None
-        if p.highlight is None
-        else {
-            "text": p.highlight.text,
-            "start": p.highlight.start,
-            "end": p.highlight.end,
-        },
-        "metadata": chunk.metadata,
-    }
-
-
-def answer_json(p: Passage) -> dict[str, Any]:
-    """The top passage's highlight (or the passage itself), with offsets in its document."""
-    chunk = p.chunk
-    start, end = (p.highlight.start, p.highlight.end) if p.highlight else (0, len(chunk.text))
-    return {
-        "text": chunk.text[start:end],
-        "document_id": chunk.document_id,
-        "title": chunk.title,
-        "chunk_id": str(chunk.chunk_id),
-        "start": chunk.start + start,
-        "end": chunk.start + end,
-    }
-
-
-def health_json(version: IndexVersion) -> dict[str, Any]:
-    """Liveness and what is loaded: the body of ``GET /health``."""
-    return {
-        "status": "ok",
-        "model": version.manifest.model_name,
-        "documents": version.manifest.document_count,
-        "chunks": version.manifest.chunk_count,
-        "index_version": version.name,
-    }
 
 
 def create_api(settings: Settings, access: Access) -> APIBlueprint:

@@ -6,7 +6,6 @@ import logging
 
 from apiflask import APIFlask
 
-from embeddings import Encoder, load_encoder
 from semqa import __version__
 from semqa.settings import Settings
 from server.api import create_api
@@ -16,28 +15,10 @@ from server.documents import create_documents_api
 from server.errors import register_error_handlers
 from server.limits import register_limits
 from server.observability import register_observability
-from server.reload import load_current, start_watcher
-from server.search import RetrievalConfig, Searcher
+from server.retrieval import Searcher, load_searcher
+from server.retrieval.reload import start_watcher
 from server.slack import create_slack_api
 from server.web import create_web
-
-
-def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searcher:
-    """Load the model (unless given) and the current index version, checked against each other."""
-    import faiss
-
-    # One FAISS thread: a single query is 5-8x slower with OpenMP threads fighting torch's for two cores
-    # (bench measured 23 ms vs 3.5 ms for one search over 18k vectors); concurrency comes from requests.
-    faiss.omp_set_num_threads(1)
-    encoder = encoder or load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
-    version = load_current(settings, encoder)
-    config = RetrievalConfig(
-        fusion=settings.fusion,
-        alpha=settings.fusion_alpha,
-        highlight_alpha=settings.highlight_alpha,
-        candidates=settings.candidates,
-    )
-    return Searcher(encoder, version, config)
 
 
 def create_app(settings: Settings | None = None, searcher: Searcher | None = None) -> APIFlask:

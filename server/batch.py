@@ -15,10 +15,11 @@ from apiflask.validators import Length, Range
 from marshmallow import RAISE
 
 from semqa.settings import Settings
-from server.api import passage_json, require_json
+from server.api import require_json
 from server.auth import Access
+from server.responses import passage_json
+from server.retrieval import Searcher, SearchOptions
 from server.schemas import NOT_BLANK, JsonInteger
-from server.search import Searcher, SearchOptions
 
 
 class FilterIn(Schema):

@@ -15,9 +15,8 @@ from indexer.update import API_SOURCE, UnsupportedChange, apply_changes
 from semqa.settings import Settings
 from server.api import require_json
 from server.auth import Access
-from server.reload import load_current
+from server.retrieval import Searcher, load_current
 from server.schemas import DeleteOut, DocumentList, DocumentOut, PageQuery, UpsertOut, upsert_schema
-from server.search import Searcher
 
 log = logging.getLogger(__name__)
 

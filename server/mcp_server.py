@@ -32,13 +32,12 @@ from starlette.responses import JSONResponse
 from indexer.store import check_version
 from semqa import __version__
 from semqa.settings import Settings
-from server.api import answer_json, health_json, passage_json
-from server.app import load_searcher
 from server.asgi_limits import RateLimit
 from server.auth import key_matches
-from server.reload import start_watcher
+from server.responses import answer_json, health_json, passage_json
+from server.retrieval import Passage, Searcher, SearchOptions, load_searcher
+from server.retrieval.reload import start_watcher
 from server.schemas import MAX_FILTER_DOCUMENTS
-from server.search import Passage, Searcher, SearchOptions
 
 PASSAGE_TEXT_CHARS = 1000  # passage text in a tool result is cut here (chunks are ~600 characters)
 DOCUMENT_LIST_LIMIT = 1000  # documents listed by the semqa://documents resource

@@ -19,7 +19,7 @@ from apiflask import APIBlueprint, abort
 from flask import request
 
 from semqa.settings import Settings
-from server.search import Searcher
+from server.retrieval import Searcher
 
 MAX_AGE = 5 * 60  # seconds
 PASSAGES = 3

@@ -9,7 +9,8 @@ import pytest
 from embeddings import EmbeddingCache, Encoder, load_encoder
 from indexer import BuildReport, ChunkingConfig, build_index, load_version
 from semqa.settings import Settings
-from server import Searcher, create_app
+from server.app import create_app
+from server.retrieval import Searcher
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"

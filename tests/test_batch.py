@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from server import create_app
+from server.app import create_app
 
 WHITE_PAPER = "004_7eff6b0a2d74b62d.txt"
 
@@ -38,7 +38,7 @@ def test_batch_answers_each_query_with_its_filter_and_top_k(client, searcher):
 
 
 def test_questions_are_embedded_in_one_batch(searcher, monkeypatch):
-    from server import SearchOptions
+    from server.retrieval import SearchOptions
 
     calls = []
     encode = searcher.encoder.encode

@@ -12,8 +12,8 @@ import requests
 
 from semqa.launch import running_server
 from semqa.settings import Settings
-from server import create_app
-from server.app import load_searcher
+from server.app import create_app
+from server.retrieval import load_searcher
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}

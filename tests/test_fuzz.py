@@ -8,8 +8,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from server import create_app
-from server.app import load_searcher
+from server.app import create_app
+from server.retrieval import load_searcher
 
 KEY = "fuzz-key"
 

@@ -15,9 +15,9 @@ from indexer import ChunkingConfig, build_index
 from indexer.store import current_version_dir
 from semqa.launch import running_server
 from semqa.settings import Settings
-from server import create_app
-from server.app import load_searcher
-from server.reload import VersionWatcher, load_current
+from server.app import create_app
+from server.retrieval import load_current, load_searcher
+from server.retrieval.reload import VersionWatcher
 
 
 def write_corpus(folder: Path, station: str) -> None:

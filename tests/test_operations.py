@@ -13,7 +13,7 @@ import requests
 
 from indexer.store import VERSIONS, current_version_dir
 from semqa.launch import running_server
-from server import create_app
+from server.app import create_app
 
 
 def test_request_id_is_echoed_or_made_and_logged(corpus_settings, searcher, capsys):

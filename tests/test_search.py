@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from indexer.lexical import LexicalIndex
-from server import SearchOptions
-from server.fusion import FUSIONS, fuse
-from server.highlight import best_span
+from server.retrieval import SearchOptions
+from server.retrieval.fusion import FUSIONS, fuse
+from server.retrieval.highlight import best_span
 
 MODES = ["dense", "lexical", "hybrid"]
 WHITE_PAPER = "004_7eff6b0a2d74b62d.txt"

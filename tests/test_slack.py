@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from server import create_app
+from server.app import create_app
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 

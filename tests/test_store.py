@@ -167,7 +167,7 @@ def test_embeddings_are_cached_by_text(small_corpus, tmp_path, encoder):
 
 
 def test_ivf_indexes_serve_hybrid_queries(small_corpus, tmp_path, encoder):
-    from server import Searcher, SearchOptions
+    from server.retrieval import Searcher, SearchOptions
 
     build(small_corpus, tmp_path / "index", encoder, faiss_factory="IVF1,Flat")
     searcher = Searcher(encoder, load(tmp_path / "index", encoder))

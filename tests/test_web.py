@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from semqa.launch import RunningServer, running_server
-from server import create_app
+from server.app import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

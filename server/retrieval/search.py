@@ -16,8 +16,8 @@ import numpy as np
 from embeddings import Encoder
 from indexer import Chunk, IndexVersion
 from semqa.settings import Mode
-from server.fusion import fuse
-from server.highlight import Highlight, best_span
+from server.retrieval.fusion import fuse
+from server.retrieval.highlight import Highlight, best_span
 
 
 @dataclass(frozen=True)

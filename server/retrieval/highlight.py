@@ -18,7 +18,7 @@ import numpy as np
 
 from indexer.chunking import LONG_SENTENCE_WORDS, sentence_spans, word_spans
 from indexer.lexical import BM25_B, BM25_K1
-from server.fusion import zscore
+from server.retrieval.fusion import zscore
 
 WINDOW_WORDS = 20  # length of the word window quoted from a sentence too long to quote whole
 HEADING_WORDS = 12

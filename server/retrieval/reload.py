@@ -14,19 +14,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from embeddings import Encoder
-from indexer import IndexLoadError, IndexVersion, load_version
+from indexer import IndexLoadError, IndexVersion
 from indexer.store import CURRENT
 from semqa.settings import Settings
-from server.search import Searcher
+from server.retrieval.load import load_current
+from server.retrieval.search import Searcher
 
 log = logging.getLogger(__name__)
 REFRESH_WAIT = 10.0  # seconds a request waits for a newer version another thread is loading
-
-
-def load_current(settings: Settings, encoder: Encoder) -> IndexVersion:
-    """The current version of the configured index directory, checked against ``encoder``'s model."""
-    return load_version(settings.index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
 
 
 class VersionWatcher:

@@ -1,0 +1,55 @@
+"""The JSON shapes of passages, answers and health, shared by the HTTP API and MCP (no web framework)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from indexer import IndexVersion
+from server.retrieval import Passage
+
+
+def passage_json(p: Passage) -> dict[str, Any]:
+    chunk = p.chunk
+    return {
+        "text": chunk.text,
+        "score": p.score,
+        "scores": {"dense": p.dense_score, "lexical": p.lexical_score},
+        "document_id": chunk.document_id,
+        "title": chunk.title,
+        "chunk_id": str(chunk.chunk_id),
+        "start": chunk.start,
+        "end": chunk.end,
+        "highlight": None
+        if p.highlight is None
+        else {
+            "text": p.highlight.text,
+            "start": p.highlight.start,
+            "end": p.highlight.end,
+        },
+        "metadata": chunk.metadata,
+    }
+
+
+def answer_json(p: Passage) -> dict[str, Any]:
+    """The top passage's highlight (or the passage itself), with offsets in its document."""
+    chunk = p.chunk
+    start, end = (p.highlight.start, p.highlight.end) if p.highlight else (0, len(chunk.text))
+    return {
+        "text": chunk.text[start:end],
+        "document_id": chunk.document_id,
+        "title": chunk.title,
+        "chunk_id": str(chunk.chunk_id),
+        "start": chunk.start + start,
+        "end": chunk.start + end,
+    }
+
+
+def health_json(version: IndexVersion) -> dict[str, Any]:
+    """Liveness and what is loaded: the body of ``GET /health``."""
+    return {
+        "status": "ok",
+        "model": version.manifest.model_name,
+        "documents": version.manifest.document_count,
+        "chunks": version.manifest.chunk_count,
+        "index_version": version.name,
+    }
