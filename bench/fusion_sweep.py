@@ -63,7 +63,7 @@ def main() -> None:
     questions = evaluation.read_questions(SHARED / "dev_questions.tsv")
     with _scratch_searcher(settings, [args.corpus], encoder) as base:  # type: ignore[arg-type]
         for name, mode, config in configurations(args.candidates):
-            searcher = Searcher(base.encoder, base.version, config)
+            searcher = Searcher(base.encoder, base.reader, config)
             rows.setdefault(name, {}).update(
                 {
                     f"dev {k}": v
@@ -73,7 +73,7 @@ def main() -> None:
     scifact = evaluation.read_beir(SHARED / "scifact", "train")
     with _scratch_searcher(settings, [scifact.corpus], encoder) as base:  # type: ignore[arg-type]
         for name, mode, config in configurations(args.candidates):
-            searcher = Searcher(base.encoder, base.version, config)
+            searcher = Searcher(base.encoder, base.reader, config)
             metrics = evaluation.beir_metrics(scifact, _eval_search(searcher, mode, beir=True))
             rows[name].update({f"scifact {k}": v for k, v in metrics.items()})
     columns = ["dev R@1", "dev R@5", "dev MRR@10", "dev highlight", "scifact nDCG@10", "scifact Recall@100"]

@@ -48,7 +48,7 @@ async def measure(questions: list[str], args: argparse.Namespace) -> dict[str, A
         build_cached(REPO / "corpus", index_dir, encoder)
         # The servers' own loader (one FAISS thread, settings' retrieval config), on the encoder loaded above.
         searcher = load_searcher(Settings(quiet=True, index_dir=index_dir), encoder)
-        chunks = searcher.version.manifest.chunk_count
+        chunks = searcher.view.store.chunk_count
         stdio_params = StdioServerParameters(
             command=sys.executable,
             args=["-m", "semqa.cli", "mcp", "--index-dir", str(index_dir)],

@@ -34,7 +34,7 @@ def measure(name: str, corpus: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
         report = build_cached(corpus, index_dir, encoder)
-        faiss_mb = (report.version_dir / "dense.faiss").stat().st_size / 2**20
+        faiss_mb = (report.generation_dir / "dense" / "dense.faiss").stat().st_size / 2**20
         with running_server(
             ["--index-dir", str(index_dir), "--workers", "2"], env={"SEMQA_RATE_LIMIT": ""}
         ) as server:

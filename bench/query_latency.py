@@ -20,7 +20,7 @@ import requests
 from common import REPO, SHARED, build_cached, corpus_questions, percentile
 
 from embeddings import load_encoder
-from indexer import load_version
+from indexer import IndexReader
 from semqa.launch import running_server
 from semqa.settings import MODES
 from server.retrieval import Searcher, SearchOptions
@@ -39,8 +39,8 @@ def measure(
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
         build_cached(corpus, index_dir, encoder)
-        version = load_version(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
-        searcher = Searcher(encoder, version)
+        reader = IndexReader(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+        searcher = Searcher(encoder, reader)
         batch = [questions[i % len(questions)] for i in range(args.requests)]
         with running_server(
             ["--index-dir", str(index_dir), "--workers", "1"], env={"SEMQA_QUIET": "1"}

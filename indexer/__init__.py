@@ -1,21 +1,25 @@
-"""Indexing: read documents, cut them into passages, embed them and write an index directory."""
+"""Indexing and the index engine: read documents, cut them into passages, embed them, keep them in the
+store, and derive the dense and lexical indexes that answer questions."""
 
-from indexer.build import BuildReport, build_index
+from indexer.build import API_SOURCE, BuildReport, build_index
 from indexer.chunking import ChunkingConfig
 from indexer.documents import Chunk, Document
+from indexer.layout import IndexLoadError, has_index
+from indexer.reader import IndexReader, IndexView, check_index
 from indexer.readers import CorpusError, read_corpus
-from indexer.store import IndexLoadError, IndexVersion, has_index, load_version
 
 __all__ = [
+    "API_SOURCE",
     "BuildReport",
     "Chunk",
     "ChunkingConfig",
     "CorpusError",
     "Document",
     "IndexLoadError",
-    "IndexVersion",
+    "IndexReader",
+    "IndexView",
     "build_index",
+    "check_index",
     "has_index",
-    "load_version",
     "read_corpus",
 ]

@@ -1,28 +1,47 @@
-"""The indexing pipeline: read the corpus, chunk it, embed the chunks, write a new index version."""
+"""``semqa index``: read files, make passages, commit them to the store, build and serve a new generation.
+
+What a rebuild keeps: the index holds the documents of the files given to the last ``semqa index`` plus
+every document written through the documents API. A rebuild upserts every document it reads (one that
+did not change is left as it is, its passages not even made again), deletes the documents of earlier
+builds that it no longer finds, and keeps the API's documents, except where a file brings the same id:
+then the file's version is the newer write and replaces it. When the model, its backend or the chunking
+changed, every passage is made again, the API's documents too (from their stored text).
+
+The rebuild commits its changes and builds the new generation holding the writer lock, so writes
+through the API wait for it (and answer 503 with Retry-After after ``SEMQA_WRITE_WAIT`` seconds);
+questions are answered from the previous generation until the new one is current.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from embeddings import EmbeddingCache, Encoder
-from indexer.chunking import ChunkingConfig, chunk_document, quotable_sentences
-from indexer.documents import Chunk
-from indexer.lexical import LexicalIndex
+from indexer.chunking import ChunkingConfig
+from indexer.compact import finish, install
+from indexer.dense import AUTO
+from indexer.documents import Document
+from indexer.generation import build_generation, current_name, current_path
+from indexer.layout import COMPACT_LOCK, STORE, file_lock, writer_lock
+from indexer.passages import prepare_upserts
 from indexer.readers import CorpusError, Skipped, read_corpus
-from indexer.store import Manifest, corpus_fingerprint, write_version
+from indexer.store import Change, Delete, Store, StoreConfig
+from indexer.writer import recover
+
+API_SOURCE = "api"  # documents.source of documents written through the HTTP API
 
 
 @dataclass(frozen=True)
 class BuildReport:
-    version_dir: Path
-    documents: int
-    chunks: int
+    generation_dir: Path
+    documents: int  # documents read from the files
+    chunks: int  # passages made from them
     skipped: list[Skipped]
-    embedded: int  # chunks whose vectors were computed (the rest came from the cache)
+    embedded: int  # passages whose vectors were computed (the rest came from the cache)
+    unchanged: int  # documents already indexed as they are (nothing made again)
     seconds: float
     embed_seconds: float
 
@@ -31,61 +50,84 @@ class BuildReport:
         return self.chunks / self.seconds if self.seconds > 0 else 0.0
 
 
+def store_config(encoder: Encoder, chunking: ChunkingConfig) -> StoreConfig:
+    return StoreConfig(
+        model_name=encoder.name,
+        model_sha256=encoder.weights_sha256,
+        dimension=encoder.dimension,
+        chunking=chunking.as_dict(),
+        backend=getattr(encoder, "backend", "torch"),
+    )
+
+
+def _open_store(index_dir: Path, config: StoreConfig) -> Store:
+    path = index_dir / STORE
+    return Store(path) if path.exists() else Store.create(path, config)
+
+
 def build_index(
     paths: Sequence[Path],
     *,
     index_dir: Path,
     encoder: Encoder,
     chunking: ChunkingConfig,
-    faiss_factory: str = "Flat",
+    faiss_factory: str = AUTO,
     cache: EmbeddingCache | None = None,
     batch_size: int = 32,
     progress: bool = False,
 ) -> BuildReport:
-    """Index every document under ``paths`` into a new version of ``index_dir`` and make it current."""
+    """Index every document under ``paths`` into ``index_dir`` (created if new) and serve the result."""
     started = time.perf_counter()
     corpus = read_corpus(paths)
     if not corpus.documents:
         raise CorpusError(
             f"no indexable documents under {', '.join(map(str, paths))} ({len(corpus.skipped)} skipped)"
         )
-    chunks: list[Chunk] = []
-    for doc in corpus.documents:
-        chunks.extend(chunk_document(doc, encoder, chunking))
-    ids = [c.chunk_id for c in chunks]
-    if len(set(ids)) != len(ids):  # 63-bit hashes: astronomically unlikely, but never silently merge chunks
-        raise CorpusError("two chunks hashed to the same id; rename one of the documents and rebuild")
-    texts = [c.text for c in chunks]
-    spans = [quotable_sentences(text) for text in texts]
-    embed_started = time.perf_counter()
-    if cache is not None:
-        vectors, span_vectors, embedded = cache.encode(texts, spans, batch_size=batch_size, progress=progress)
-    else:
-        vectors, span_vectors = encoder.encode_spans(texts, spans, batch_size=batch_size)
-        embedded = len(texts)
-    embed_seconds = time.perf_counter() - embed_started
-    manifest = Manifest(
-        model_name=encoder.name,
-        model_sha256=encoder.weights_sha256,
-        dimension=encoder.dimension,
-        chunking=chunking.as_dict(),
-        faiss_factory=faiss_factory,
-        document_count=len(corpus.documents),
-        chunk_count=len(chunks),
-        corpus_fingerprint=corpus_fingerprint((d.id, d.title, d.text) for d in corpus.documents),
-        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    # BM25 sees the title with every passage (as BEIR's BM25 baselines do): measured +0.03 nDCG@10 on SciFact.
-    lexical = LexicalIndex.build([f"{c.title}\n{c.text}" if c.title else c.text for c in chunks], ids)
-    version_dir = write_version(
-        index_dir, corpus.documents, chunks, vectors, spans, span_vectors, lexical, manifest
-    )
+    config = store_config(encoder, chunking)
+    with file_lock(index_dir / COMPACT_LOCK):  # one build or compaction at a time
+        store = _open_store(index_dir, config)
+        remake = store.read_config() != config or current_name(index_dir) is None
+        read_ids = {d.id for d in corpus.documents}
+        latest = store.latest()
+        documents: list[Document] = list(corpus.documents)
+        if remake:  # passages of the API's documents are made again too, from their stored text
+            documents += [d for d in store.live_documents(latest, source=API_SOURCE) if d.id not in read_ids]
+            unchanged: set[str] = set()
+        else:
+            unchanged = store.unchanged(corpus.documents)
+        embed_started = time.perf_counter()
+        upserts, embedded = prepare_upserts(
+            [d for d in documents if d.id not in unchanged],
+            encoder,
+            cache,
+            chunking,
+            force=remake,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        embed_seconds = time.perf_counter() - embed_started
+        gone: list[Change] = [
+            Delete(d.id)
+            for d in store.live_documents(latest)
+            if d.source != API_SOURCE and d.id not in read_ids
+        ]
+        with writer_lock(index_dir):
+            recover(store, index_dir)
+            replaced = current_name(index_dir)
+            if remake:
+                store.set_config(config)
+            store.commit([*upserts, *gone])
+            seq = store.latest()
+            tmp = build_generation(index_dir, store, seq, faiss_factory)
+            install(index_dir, store, tmp, seq)
+        finish(index_dir, store, replaced)
     return BuildReport(
-        version_dir=version_dir,
+        generation_dir=current_path(index_dir),
         documents=len(corpus.documents),
-        chunks=len(chunks),
+        chunks=sum(len(u.passages) for u in upserts if u.document.id in read_ids),
         skipped=corpus.skipped,
         embedded=embedded,
+        unchanged=len(unchanged),
         seconds=time.perf_counter() - started,
         embed_seconds=embed_seconds,
     )

@@ -1,344 +1,448 @@
-"""The index directory: immutable versions, each written atomically, and a pointer to the current one.
+"""The store: the one source of truth of an index, a SQLite database in WAL mode (``store.sqlite``).
 
-Layout::
+It holds every document, every passage with its vector and its quotable sentences (offsets and their
+late-chunked vectors), and a commit sequence. A commit is one SQLite transaction, fsynced before it
+returns (WAL, ``synchronous=FULL``): once ``commit`` returns, the change survives a crash of any process.
+Everything else in an index directory (FAISS bases, tantivy indexes) is derived from the store and records
+the sequence it reflects, so it can always be caught up or rebuilt from here.
 
-    <index_dir>/CURRENT                  name of the current version (replaced atomically)
-    <index_dir>/versions/<sequence>-<time>-<random>/
-        manifest.json                    what was built, with what, and the size + sha256 of every file
-        dense.faiss                      FAISS index (IDMap2 over the configured factory), our chunk ids
-        chunks.sqlite                    chunk store: text, document id, title, offsets, metadata; documents
-        lexical/                         BM25 index (bm25s .npy + JSON) and the chunk id of each row
-    <index_dir>/versions/.tmp-*          a build in progress (never loaded; removed by the next build)
+Rows are versioned, never updated in place: a row is *live at sequence s* when ``seq <= s`` and
+(``dseq`` is NULL or ``dseq > s``). A write inserts rows at the new sequence and sets ``dseq`` on the rows
+it replaces or deletes, so a reader keeps a consistent view at its sequence while writers commit, and
+the rows changed between two sequences are found by index (``changes``). Compaction purges rows deleted
+before the generation it replaces.
 
-A build writes everything into a temporary directory beside the versions, fsyncs it, renames it into
-place and only then repoints CURRENT, so a crash at any moment leaves the previous version current and
-intact. A version is never modified after it is published.
+Tables: ``meta`` (format, model, dimension, backend, chunking), ``commits`` (per sequence: live documents
+and passages, time), ``derived`` (per derived index: the sequence it reflects), ``documents`` and
+``chunks`` (passages, with ``vector`` float32, ``span_offsets`` int32 pairs, ``span_vectors`` float16).
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
-import shutil
 import sqlite3
-import tempfile
+import threading
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embeddings.model import file_sha256
 from indexer.documents import Chunk, Document
-from indexer.lexical import LexicalIndex
+from indexer.layout import IndexLoadError
 
-FORMAT_VERSION = 3  # 2: lexical index and sentence span vectors; 3: documents.source
-MANIFEST = "manifest.json"
-DENSE_FILE = "dense.faiss"
-CHUNKS_FILE = "chunks.sqlite"
-LEXICAL_DIR = "lexical"
-CURRENT = "CURRENT"
-VERSIONS = "versions"
-KEEP_VERSIONS = 3
-SQL_BATCH = 500  # ids per IN (...) query, under SQLite's variable limit on any version
-LOCK = ".lock"
+FORMAT_VERSION = 4  # 4: the segment store (one SQLite store, derived generations)
+SQL_BATCH = 500  # values per IN (...), under SQLite's variable limit on any version
+LIVE = "seq <= :s AND (dseq IS NULL OR dseq > :s)"  # a row live at sequence :s
+_LIVE_AT = "seq <= ? AND (dseq IS NULL OR dseq > ?)"
 
-
-class IndexLoadError(RuntimeError):
-    """The index directory cannot be served: missing, corrupt, or built with another model."""
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE commits (seq INTEGER PRIMARY KEY, documents INTEGER NOT NULL, chunks INTEGER NOT NULL,
+                      at REAL NOT NULL);
+CREATE TABLE derived (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE documents (id TEXT NOT NULL, seq INTEGER NOT NULL, dseq INTEGER, title TEXT NOT NULL,
+                        text TEXT NOT NULL, metadata TEXT NOT NULL, source TEXT NOT NULL,
+                        chunk_count INTEGER NOT NULL, UNIQUE (id, seq));
+CREATE INDEX documents_deleted ON documents (dseq) WHERE dseq IS NOT NULL;
+CREATE TABLE chunks (id INTEGER NOT NULL, seq INTEGER NOT NULL, dseq INTEGER, document_id TEXT NOT NULL,
+                     title TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL,
+                     metadata TEXT NOT NULL, vector BLOB NOT NULL, span_offsets BLOB NOT NULL,
+                     span_vectors BLOB NOT NULL, UNIQUE (id, seq));
+CREATE INDEX chunks_by_document ON chunks (document_id, start);
+CREATE INDEX chunks_by_seq ON chunks (seq);
+CREATE INDEX chunks_deleted ON chunks (dseq) WHERE dseq IS NOT NULL;
+INSERT INTO commits VALUES (0, 0, 0, 0);
+"""
 
 
 @dataclass(frozen=True)
-class Manifest:
+class StoreConfig:
+    """What every passage in a store was made with; a change of any of it means re-embedding."""
+
     model_name: str
     model_sha256: str
     dimension: int
     chunking: dict[str, Any]
-    faiss_factory: str
-    document_count: int
-    chunk_count: int
-    corpus_fingerprint: str
-    built_at: str
-    format_version: int = FORMAT_VERSION
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Manifest:
-        return cls(**data)
+    backend: str = "torch"
 
 
-def corpus_fingerprint(documents: Iterable[tuple[str, str, str]]) -> str:
-    """A hash of every document's (id, title, text), independent of reading order."""
-    lines = sorted(
-        f"{doc_id}\x00{title}\x00{hashlib.sha256(text.encode()).hexdigest()}"
-        for doc_id, title, text in documents
-    )
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+@dataclass(frozen=True)
+class Passage:
+    """A chunk with what the index keeps of it: its vector and its quotable sentences with theirs."""
+
+    chunk: Chunk
+    vector: np.ndarray
+    spans: Sequence[tuple[int, int]] = ()
+    span_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+@dataclass(frozen=True)
+class Upsert:
+    document: Document
+    passages: Sequence[Passage]
+    force: bool = False  # replace even an identical live document (its passages were made anew)
 
 
-def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
-    """An inner-product FAISS index over ``vectors`` with our 64-bit ``ids`` (``IDMap2,<factory>``)."""
-    import faiss
-
-    try:
-        index = faiss.index_factory(vectors.shape[1], f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise ValueError(f"invalid FAISS factory string {factory!r}: {exc}") from exc
-    if not index.is_trained:
-        try:
-            index.train(vectors)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"FAISS factory {factory!r} cannot be trained on {len(vectors)} vectors: {exc}"
-            ) from exc
-    index.add_with_ids(vectors, ids.astype(np.int64))
-    return index
+@dataclass(frozen=True)
+class Delete:
+    document_id: str
 
 
-CHUNK_STORE_SCHEMA = """
-CREATE TABLE documents (id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
-                        chunk_count INTEGER NOT NULL, source TEXT NOT NULL);
-CREATE TABLE chunks (id INTEGER PRIMARY KEY, document_id TEXT NOT NULL, title TEXT NOT NULL,
-                     start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL);
-CREATE INDEX chunks_by_document ON chunks (document_id, start);
-CREATE TABLE spans (chunk_id INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, vector BLOB NOT NULL);
-CREATE INDEX spans_by_chunk ON spans (chunk_id);
-"""
+Change = Upsert | Delete
 
 
-def open_published(path: Path, **options: Any) -> sqlite3.Connection:
-    """A read-only connection to the chunk store of a published (so never again written) version."""
-    # A file URI, percent-encoded, so that a "?" or "#" in the path is part of the path.
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, **options)
+@dataclass(frozen=True)
+class Committed:
+    """What a commit did: the new sequence (None when nothing changed) and, per change, its outcome:
+    ``changed``/``unchanged`` for an upsert, ``deleted``/``missing`` for a delete."""
+
+    seq: int | None
+    outcomes: list[str]
 
 
-def insert_rows(
-    db: sqlite3.Connection,
-    documents: Sequence[Document],
-    chunks: Sequence[Chunk],
-    spans: Sequence[Sequence[tuple[int, int]]],
-    span_vectors: Sequence[np.ndarray],
-) -> None:
-    """Add documents with their chunks and sentence span vectors (float16) to a chunk store."""
-    per_doc: dict[str, int] = {}
-    for chunk in chunks:
-        per_doc[chunk.document_id] = per_doc.get(chunk.document_id, 0) + 1
-    db.executemany(
-        "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
-        ((d.id, d.title, d.text, json.dumps(d.metadata), per_doc.get(d.id, 0), d.source) for d in documents),
-    )
-    db.executemany(
-        "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            (c.chunk_id, c.document_id, c.title, c.start, c.end, c.text, json.dumps(c.metadata))
-            for c in chunks
-        ),
-    )
-    db.executemany(
-        "INSERT INTO spans VALUES (?, ?, ?, ?)",
-        (
-            (chunk.chunk_id, start, end, vector.astype(np.float16).tobytes())
-            for chunk, chunk_spans, vectors in zip(chunks, spans, span_vectors, strict=True)
-            for (start, end), vector in zip(chunk_spans, vectors, strict=True)
-        ),
-    )
+@dataclass(frozen=True)
+class Changes:
+    """The passages that changed between two sequences: ids no longer live (in a row deleted in the range)
+    and the rows added in the range that are still live at its end."""
+
+    removed: np.ndarray
+    added_ids: np.ndarray
+    added_vectors: np.ndarray
+    added: list[tuple[int, str, str, str]]  # (chunk id, document id, title, text), for the lexical index
 
 
-def write_chunk_store(
-    path: Path,
-    documents: Sequence[Document],
-    chunks: Sequence[Chunk],
-    spans: Sequence[Sequence[tuple[int, int]]],
-    span_vectors: Sequence[np.ndarray],
-) -> None:
-    with closing(sqlite3.connect(path)) as db:
-        db.executescript(CHUNK_STORE_SCHEMA)
-        insert_rows(db, documents, chunks, spans, span_vectors)
-        db.commit()
+def _open(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA busy_timeout = 30000")
+    return db
 
 
-def write_version(
-    index_dir: Path,
-    documents: Sequence[Document],
-    chunks: Sequence[Chunk],
-    vectors: np.ndarray,
-    spans: Sequence[Sequence[tuple[int, int]]],
-    span_vectors: Sequence[np.ndarray],
-    lexical: LexicalIndex,
-    manifest: Manifest,
-) -> Path:
-    """Write a complete new version and make it current; returns its directory.
-
-    ``spans`` are the quotable sentences of each chunk (offsets in the chunk text) and ``span_vectors``
-    their vectors, kept for the highlighter."""
-    import faiss
-
-    with staging(index_dir) as tmp:
-        ids = np.array([c.chunk_id for c in chunks], dtype=np.int64)
-        faiss.write_index(build_faiss(vectors, ids, manifest.faiss_factory), str(tmp / DENSE_FILE))
-        write_chunk_store(tmp / CHUNKS_FILE, documents, chunks, spans, span_vectors)
-        lexical.save(tmp / LEXICAL_DIR)
-        return publish(index_dir, tmp, manifest)
+def _in_batches(values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+    """``values`` in parts under SQLite's variable limit, each with its ``?,?,...`` placeholders."""
+    for start in range(0, len(values), SQL_BATCH):
+        part = list(values[start : start + SQL_BATCH])
+        yield ",".join("?" * len(part)), part
 
 
-@contextmanager
-def staging(index_dir: Path) -> Iterator[Path]:
-    """Hold the writer lock and give an empty temporary version directory to fill, then ``publish``.
-
-    Whatever is not published is removed; leftovers of a writer that crashed are removed first (we hold
-    the lock, so no other writer is running)."""
-    versions = index_dir / VERSIONS
-    versions.mkdir(parents=True, exist_ok=True)
-    with writer_lock(index_dir):
-        for stale in [*versions.glob(".tmp-*"), *index_dir.glob(f".{CURRENT}.*")]:
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=versions))
-        try:
-            yield tmp
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone already when published
+def _same(stored: Sequence[Any], document: Document) -> bool:
+    """Whether a stored (title, text, metadata, source) is ``document``'s. Metadata compares as stored
+    JSON: JSON true and 1 are different values, which Python's == calls equal."""
+    return tuple(stored) == (document.title, document.text, json.dumps(document.metadata), document.source)
 
 
-def publish(index_dir: Path, tmp: Path, manifest: Manifest) -> Path:
-    """Record every file of ``tmp`` in its manifest, make it durable, move it into place, point CURRENT at
-    it: from here on readers load it, and a crash at any earlier point left the previous version current."""
-    versions = index_dir / VERSIONS
-    written = sorted(p for p in tmp.rglob("*") if p.is_file())
-    files = {
-        p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in written
-    }
-    final = Manifest(**{**asdict(manifest), "files": files})
-    (tmp / MANIFEST).write_text(json.dumps(asdict(final), indent=2, sort_keys=True))
-    for path in [*written, tmp / MANIFEST, *(p for p in tmp.rglob("*") if p.is_dir()), tmp]:
-        _fsync(path)
-    name = f"{_next_sequence(versions):08d}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    target = versions / name
-    os.rename(tmp, target)
-    _fsync(versions)
-    _set_current(index_dir, name)
-    _prune(versions, keep={name})
-    return target
+def _spans_blob(spans: Sequence[tuple[int, int]]) -> bytes:
+    return np.asarray(spans, dtype=np.int32).reshape(-1, 2).tobytes()
 
 
-@contextmanager
-def writer_lock(index_dir: Path) -> Iterator[None]:
-    """Exclusive across processes (builds, server writers): one version is written at a time."""
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with (index_dir / LOCK).open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _published(versions: Path) -> list[Path]:
-    """Published versions, oldest first (names start with a zero-padded sequence number)."""
-    return sorted(p for p in versions.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _next_sequence(versions: Path) -> int:
-    numbers = [
-        int(p.name.split("-", 1)[0]) for p in _published(versions) if p.name.split("-", 1)[0].isdigit()
-    ]
-    return max(numbers, default=0) + 1
-
-
-def _set_current(index_dir: Path, name: str) -> None:
-    tmp = index_dir / f".{CURRENT}.{uuid.uuid4().hex}"
-    tmp.write_text(name + "\n")
-    _fsync(tmp)
-    os.replace(tmp, index_dir / CURRENT)
-    _fsync(index_dir)
-
-
-def _prune(versions: Path, keep: set[str]) -> None:
-    """Drop all but the newest ``KEEP_VERSIONS`` versions (a server may still be reading a recent one)."""
-    for old in _published(versions)[:-KEEP_VERSIONS]:
-        if old.name not in keep:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _read_faiss(path: Path) -> Any:
-    """Memory-mapped where FAISS can (flat and HNSW storage, faiss >= 1.11), so that gunicorn workers
-    share the pages of one file instead of holding a copy each; read into memory otherwise."""
-    import faiss
-
-    try:
-        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
-    except RuntimeError:
-        return faiss.read_index(str(path))
-
-
-def _enable_reconstruct(dense: Any) -> None:
-    """Search reads candidates' vectors back (``reconstruct_batch``); IVF indexes need a direct map for that."""
-    import faiss
-
-    try:
-        inner = faiss.extract_index_ivf(dense.index)
-    except RuntimeError:  # not an IVF index: flat and HNSW reconstruct as they are
-        return
-    inner.make_direct_map()
-
-
-def current_version_dir(index_dir: Path) -> Path:
-    """The directory of the current version; ``IndexLoadError`` if there is none."""
-    pointer = index_dir / CURRENT
-    try:
-        name = pointer.read_text().strip()
-    except FileNotFoundError:
-        raise IndexLoadError(f"no index in {index_dir}: run `semqa index` to build one") from None
-    path = index_dir / VERSIONS / name
-    if not name or "/" in name or not path.is_dir():
-        raise IndexLoadError(
-            f"{pointer} names version {name!r}, which does not exist; rebuild with `semqa index`"
-        )
-    return path
-
-
-def has_index(index_dir: Path) -> bool:
-    try:
-        current_version_dir(index_dir)
-    except IndexLoadError:
-        return False
-    return True
-
-
-class ChunkStore:
-    """Read-only access to a version's ``chunks.sqlite``.
-
-    One connection, opened at load and shared by all threads (SQLite here is built serialized,
-    ``sqlite3.threadsafety == 3``): holding it open keeps the file readable even after a newer build
-    prunes this version, so requests in flight never fail.
-    """
+class Store:
+    """An open store. Reads go through per-thread read-only connections; writes through one connection,
+    used under the index's writer lock (``indexer.layout.writer_lock``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = open_published(path, check_same_thread=False)
+        if not path.is_file():
+            raise IndexLoadError(f"no index in {path.parent}: run `semqa index` to build one")
+        self._local = threading.local()
+        self._write_db: sqlite3.Connection | None = None
+        self._write_lock = threading.Lock()
+        try:
+            meta = dict(self._reader().execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise IndexLoadError(f"{path} is not a readable index store ({exc}); rebuild with `semqa index`")
+        if int(meta.get("format", 0)) != FORMAT_VERSION:
+            raise IndexLoadError(
+                f"{path} has format {meta.get('format')}, this semqa reads {FORMAT_VERSION}; rebuild with "
+                "`semqa index`"
+            )
+        self.config = StoreConfig(**json.loads(meta["config"]))
 
-    def _select(self, sql: str, values: Sequence[object]) -> list[tuple[Any, ...]]:
-        """``sql`` with its one ``IN ({})`` filled in, in batches under SQLite's variable limit."""
+    @classmethod
+    def create(cls, path: Path, config: StoreConfig) -> Store:
+        """A new, empty store (refused if one exists)."""
+        if path.exists():
+            raise FileExistsError(f"{path} exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.new"
+        tmp.unlink(missing_ok=True)
+        db = _open(tmp, readonly=False)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.executescript(SCHEMA)
+            db.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("format", str(FORMAT_VERSION)), ("config", json.dumps(config.__dict__))],
+            )
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
+        tmp.rename(path)
+        return cls(path)
+
+    def _reader(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = _open(self.path, readonly=True)
+        return db
+
+    def _writer(self) -> sqlite3.Connection:
+        if self._write_db is None:
+            db = _open(self.path, readonly=False)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")  # every commit is fsynced before it returns
+            self._write_db = db
+        return self._write_db
+
+    def read_config(self) -> StoreConfig:
+        """The configuration as stored now (another process's rebuild may have changed it)."""
+        value = self._reader().execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0]
+        self.config = StoreConfig(**json.loads(value))
+        return self.config
+
+    def set_config(self, config: StoreConfig) -> None:
+        """Record what the passages are now made with (a rebuild that re-embedded everything)."""
+        with self._write_lock:
+            self._writer().execute(
+                "UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(config.__dict__),)
+            )
+        self.config = config
+
+    # -- sequences -------------------------------------------------------------------------------------
+
+    def latest(self) -> int:
+        """The sequence of the last commit."""
+        return int(self._reader().execute("SELECT MAX(seq) FROM commits").fetchone()[0])
+
+    def derived_seq(self, name: str) -> int | None:
+        row = self._reader().execute("SELECT seq FROM derived WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_derived(self, name: str, seq: int) -> None:
+        with self._write_lock:
+            self._writer().execute("INSERT OR REPLACE INTO derived VALUES (?, ?)", (name, seq))
+
+    def forget_derived(self, keep: set[str]) -> None:
+        with self._write_lock:
+            db = self._writer()
+            for (name,) in db.execute("SELECT name FROM derived").fetchall():
+                if name not in keep:
+                    db.execute("DELETE FROM derived WHERE name = ?", (name,))
+
+    def counts(self, seq: int) -> tuple[int, int]:
+        """Live documents and passages at ``seq``."""
+        row = self._reader().execute("SELECT documents, chunks FROM commits WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise IndexLoadError(f"{self.path} has no commit {seq}; rebuild with `semqa index`")
+        return int(row[0]), int(row[1])
+
+    # -- writes ----------------------------------------------------------------------------------------
+
+    def commit(self, changes: Sequence[Change]) -> Committed:
+        """Apply ``changes`` in order as one transaction at the next sequence, durably. An upsert identical
+        to the live document (title, text, metadata as stored JSON, source) and a delete of a missing
+        document change nothing; when nothing changes, no sequence is used."""
+        with self._write_lock:
+            db = self._writer()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                committed = self._apply(db, changes)
+                if committed.seq is None:
+                    db.execute("ROLLBACK")
+                else:
+                    db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return committed
+
+    def _apply(self, db: sqlite3.Connection, changes: Sequence[Change]) -> Committed:
+        previous = int(db.execute("SELECT MAX(seq) FROM commits").fetchone()[0])
+        seq = previous + 1
+        documents, chunks = db.execute(
+            "SELECT documents, chunks FROM commits WHERE seq = ?", (previous,)
+        ).fetchone()
+        outcomes: list[str] = []
+        for change in changes:
+            document_id = change.document.id if isinstance(change, Upsert) else change.document_id
+            live = db.execute(
+                "SELECT seq, title, text, metadata, source, chunk_count FROM documents "
+                "WHERE id = ? AND dseq IS NULL",
+                (document_id,),
+            ).fetchone()
+            if isinstance(change, Upsert):
+                if live is not None and _same(live[1:5], change.document) and not change.force:
+                    outcomes.append("unchanged")
+                    continue
+                outcomes.append("changed")
+            else:
+                outcomes.append("missing" if live is None else "deleted")
+                if live is None:
+                    continue
+            if live is not None:
+                documents -= 1
+                chunks -= live[5]
+                self._retire(db, document_id, int(live[0]), seq)
+            if isinstance(change, Upsert):
+                self._insert(db, change, seq)
+                documents += 1
+                chunks += len(change.passages)
+        if all(o in ("unchanged", "missing") for o in outcomes):
+            return Committed(None, outcomes)
+        db.execute("INSERT INTO commits VALUES (?, ?, ?, ?)", (seq, documents, chunks, time.time()))
+        return Committed(seq, outcomes)
+
+    @staticmethod
+    def _retire(db: sqlite3.Connection, document_id: str, live_seq: int, seq: int) -> None:
+        """End the live rows of a document at ``seq``; rows this same commit inserted (a document twice in
+        one group commit) are removed outright: they were never live at any committed sequence."""
+        if live_seq == seq:
+            db.execute("DELETE FROM documents WHERE id = ? AND seq = ?", (document_id, seq))
+            db.execute("DELETE FROM chunks WHERE document_id = ? AND seq = ?", (document_id, seq))
+            return
+        db.execute("UPDATE documents SET dseq = ? WHERE id = ? AND dseq IS NULL", (seq, document_id))
+        db.execute("UPDATE chunks SET dseq = ? WHERE document_id = ? AND dseq IS NULL", (seq, document_id))
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, upsert: Upsert, seq: int) -> None:
+        d = upsert.document
+        db.execute(
+            "INSERT INTO documents VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
+            (d.id, seq, d.title, d.text, json.dumps(d.metadata), d.source, len(upsert.passages)),
+        )
+        db.executemany(
+            "INSERT INTO chunks VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    p.chunk.chunk_id,
+                    seq,
+                    p.chunk.document_id,
+                    p.chunk.title,
+                    p.chunk.start,
+                    p.chunk.end,
+                    p.chunk.text,
+                    json.dumps(p.chunk.metadata),
+                    np.asarray(p.vector, dtype=np.float32).tobytes(),
+                    _spans_blob(p.spans),
+                    np.asarray(p.span_vectors, dtype=np.float16).tobytes(),
+                )
+                for p in upsert.passages
+            ),
+        )
+
+    def purge(self, before: int) -> int:
+        """Drop rows deleted at or before sequence ``before`` (no view still reads them); returns how many
+        passage rows went."""
+        with self._write_lock:
+            db = self._writer()
+            db.execute("BEGIN IMMEDIATE")
+            gone = db.execute("DELETE FROM chunks WHERE dseq IS NOT NULL AND dseq <= ?", (before,)).rowcount
+            db.execute("DELETE FROM documents WHERE dseq IS NOT NULL AND dseq <= ?", (before,))
+            db.execute("COMMIT")
+        return int(gone)
+
+    # -- change feed and full scans --------------------------------------------------------------------
+
+    def changes(self, after: int, upto: int) -> Changes:
+        db = self._reader()
+        params = {"a": after, "b": upto}
+        removed = [r[0] for r in db.execute("SELECT id FROM chunks WHERE dseq > :a AND dseq <= :b", params)]
+        rows = db.execute(
+            "SELECT id, document_id, title, text, vector FROM chunks WHERE seq > :a AND seq <= :b "
+            "AND (dseq IS NULL OR dseq > :b) ORDER BY seq, id",
+            params,
+        ).fetchall()
+        dimension = self.config.dimension
+        vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float32).reshape(-1, dimension)
+        return Changes(
+            removed=np.array(removed, dtype=np.int64),
+            added_ids=np.array([r[0] for r in rows], dtype=np.int64),
+            added_vectors=vectors,
+            added=[(r[0], r[1], r[2], r[3]) for r in rows],
+        )
+
+    def _scan(self, columns: str, seq: int, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+        with closing(_open(self.path, readonly=True)) as db:
+            cursor = db.execute(f"SELECT {columns} FROM chunks WHERE {LIVE} ORDER BY id", {"s": seq})
+            while rows := cursor.fetchmany(batch):
+                yield rows
+
+    def live_vectors(self, seq: int, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The ids and vectors of every passage live at ``seq``, in batches, by id."""
+        dimension = self.config.dimension
+        for rows in self._scan("id, vector", seq, batch):
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, dimension)
+            yield np.array([r[0] for r in rows], dtype=np.int64), vectors
+
+    def live_texts(self, seq: int, batch: int = 20_000) -> Iterator[tuple[int, str, str, str]]:
+        """(chunk id, document id, title, text) of every passage live at ``seq``, by id."""
+        for rows in self._scan("id, document_id, title, text", seq, batch):
+            yield from rows
+
+    def live_documents(self, seq: int, source: str | None = None) -> Iterator[Document]:
+        """Every document live at ``seq`` (only those of ``source`` when given)."""
+        query = f"SELECT id, title, text, metadata, source FROM documents WHERE {LIVE}"
+        params: dict[str, Any] = {"s": seq}
+        if source is not None:
+            query += " AND source = :source"
+            params["source"] = source
+        with closing(_open(self.path, readonly=True)) as db:
+            for row in db.execute(query + " ORDER BY id", params):
+                yield Document(
+                    id=row[0], title=row[1], text=row[2], metadata=json.loads(row[3]), source=row[4]
+                )
+
+    def written_since(self, base: int, seq: int) -> int:
+        """Passages committed after ``base`` that are still live at ``seq``."""
+        return int(
+            self._reader()
+            .execute(
+                "SELECT COUNT(*) FROM chunks WHERE seq > ? AND seq <= ? AND (dseq IS NULL OR dseq > ?)",
+                (base, seq, seq),
+            )
+            .fetchone()[0]
+        )
+
+    def unchanged(self, documents: Sequence[Document]) -> set[str]:
+        """Ids of the documents whose live row is identical (title, text, metadata as stored JSON, source)."""
+        db = self._reader()
+        by_id = {d.id: d for d in documents}
+        same: set[str] = set()
+        for marks, part in _in_batches(list(by_id)):
+            for row in db.execute(
+                f"SELECT id, title, text, metadata, source FROM documents WHERE id IN ({marks}) AND dseq IS NULL",
+                part,
+            ):
+                if _same(row[1:], by_id[row[0]]):
+                    same.add(row[0])
+        return same
+
+    def view(self, seq: int) -> StoreView:
+        return StoreView(self, seq)
+
+
+class StoreView:
+    """Reads of the store as it was at sequence ``seq`` (thread-safe: each thread has its connection)."""
+
+    def __init__(self, store: Store, seq: int) -> None:
+        self.store = store
+        self.seq = seq
+        self.document_count, self.chunk_count = store.counts(seq)
+
+    def _select(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """``sql`` with its one ``IN ({})`` filled in batches, rows live at this view's sequence."""
+        db = self.store._reader()
         rows: list[tuple[Any, ...]] = []
-        for start in range(0, len(values), SQL_BATCH):
-            part = list(values[start : start + SQL_BATCH])
-            rows += self._db.execute(sql.format(",".join("?" * len(part))), part).fetchall()
+        for marks, part in _in_batches(values):
+            rows += db.execute(
+                sql.format(marks) + f" AND {_LIVE_AT}",
+                [*part, self.seq, self.seq],
+            ).fetchall()
         return rows
 
     def chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
@@ -346,25 +450,22 @@ class ChunkStore:
             'SELECT id, document_id, title, start, "end", text, metadata FROM chunks WHERE id IN ({})',
             [int(i) for i in ids],
         )
-        return {
-            row[0]: Chunk(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6])) for row in rows
-        }
+        return {r[0]: Chunk(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows}
 
-    def spans(
-        self, ids: Sequence[int], dimension: int
-    ) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
-        """The stored sentence spans of each chunk (offsets in the chunk text) and their vectors."""
-        found: dict[int, tuple[list[tuple[int, int]], list[np.ndarray]]] = {}
+    def spans(self, ids: Sequence[int]) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
+        """The quotable sentences of each passage (offsets in its text) and their vectors."""
+        dimension = self.store.config.dimension
         rows = self._select(
-            'SELECT chunk_id, start, "end", vector FROM spans WHERE chunk_id IN ({}) ORDER BY chunk_id, start',
-            [int(i) for i in ids],
+            "SELECT id, span_offsets, span_vectors FROM chunks WHERE id IN ({})", [int(i) for i in ids]
         )
-        for chunk_id, start, end, blob in rows:
-            offsets, vectors = found.setdefault(chunk_id, ([], []))
-            offsets.append((start, end))
-            vectors.append(np.frombuffer(blob, dtype=np.float16).astype(np.float32))
-        empty = np.zeros((0, dimension), dtype=np.float32)
-        return {i: (o, np.stack(v) if v else empty) for i, (o, v) in found.items()}
+        out: dict[int, tuple[list[tuple[int, int]], np.ndarray]] = {}
+        for chunk_id, offsets, vectors in rows:
+            pairs = np.frombuffer(offsets, dtype=np.int32).reshape(-1, 2)
+            out[chunk_id] = (
+                [(int(s), int(e)) for s, e in pairs],
+                np.frombuffer(vectors, dtype=np.float16).astype(np.float32).reshape(-1, dimension),
+            )
+        return out
 
     def document_of(self, ids: Sequence[int]) -> dict[int, str]:
         """The document id of each chunk id (a light query: no text)."""
@@ -372,114 +473,22 @@ class ChunkStore:
             self._select("SELECT id, document_id FROM chunks WHERE id IN ({})", [int(i) for i in ids])
         )
 
-    def document_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
-
-    def list_documents(self, offset: int, limit: int) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT id, title, chunk_count FROM documents ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
-        )
-        return [{"id": r[0], "title": r[1], "chunks": r[2]} for r in rows]
+    def chunk_ids_of(self, document_ids: Sequence[str]) -> np.ndarray:
+        rows = self._select("SELECT id FROM chunks WHERE document_id IN ({})", list(document_ids))
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def document(self, document_id: str) -> dict[str, Any] | None:
-        row = self._db.execute(
-            "SELECT id, title, text, metadata, chunk_count FROM documents WHERE id = ?", (document_id,)
-        ).fetchone()
-        if row is None:
+        rows = self._select(
+            "SELECT id, title, text, metadata, chunk_count FROM documents WHERE id IN ({})", [document_id]
+        )
+        if not rows:
             return None
-        return {
-            "id": row[0],
-            "title": row[1],
-            "text": row[2],
-            "metadata": json.loads(row[3]),
-            "chunks": row[4],
-        }
+        r = rows[0]
+        return {"id": r[0], "title": r[1], "text": r[2], "metadata": json.loads(r[3]), "chunks": r[4]}
 
-    def chunk_ids_of(self, document_ids: Sequence[str]) -> list[int]:
-        return [
-            row[0] for row in self._select("SELECT id FROM chunks WHERE document_id IN ({})", document_ids)
-        ]
-
-
-@dataclass
-class IndexVersion:
-    """A loaded version: manifest, FAISS index, lexical index and chunk store."""
-
-    path: Path
-    manifest: Manifest
-    dense: Any
-    lexical: LexicalIndex
-    store: ChunkStore
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-def check_version(index_dir: Path, *, verify: bool = True) -> tuple[Path, Manifest]:
-    """The current version's directory and manifest, once its manifest is readable and every file it
-    lists has the recorded size (and, with ``verify``, sha256). Cheap: no FAISS, no model."""
-    path = current_version_dir(index_dir)
-    manifest_path = path / MANIFEST
-    try:
-        manifest = Manifest.from_json(json.loads(manifest_path.read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        raise IndexLoadError(
-            f"{manifest_path} is unreadable or corrupt ({exc}); rebuild with `semqa index`"
-        ) from exc
-    if manifest.format_version != FORMAT_VERSION:
-        raise IndexLoadError(
-            f"{manifest_path} has format {manifest.format_version}, this semqa reads {FORMAT_VERSION}; rebuild"
+    def list_documents(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        rows = self.store._reader().execute(
+            f"SELECT id, title, chunk_count FROM documents WHERE {LIVE} ORDER BY id LIMIT :limit OFFSET :offset",
+            {"s": self.seq, "limit": limit, "offset": offset},
         )
-    for name, expected in manifest.files.items():
-        file = path / name
-        if not file.is_file() or file.stat().st_size != expected["bytes"]:
-            raise IndexLoadError(f"{file} is missing or truncated; rebuild with `semqa index`")
-        if verify and file_sha256(file) != expected["sha256"]:
-            raise IndexLoadError(f"{file} is corrupt (sha256 mismatch); rebuild with `semqa index`")
-    return path, manifest
-
-
-def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: bool = True) -> IndexVersion:
-    """Load the current version, checking it was built by this model and that its files are intact.
-
-    Every failure is an ``IndexLoadError`` naming what is wrong, including files that vanish while
-    loading (a version pruned by writers in the meantime)."""
-    try:
-        return _load_version(index_dir, model_sha256=model_sha256, dimension=dimension, verify=verify)
-    except (OSError, sqlite3.Error) as exc:
-        raise IndexLoadError(
-            f"the index in {index_dir} could not be read ({exc}); retry, or rebuild"
-        ) from exc
-
-
-def _load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: bool) -> IndexVersion:
-    path, manifest = check_version(index_dir, verify=verify)
-    if manifest.model_sha256 != model_sha256 or manifest.dimension != dimension:
-        raise IndexLoadError(
-            f"index {path} was built with model {manifest.model_name} (weights {manifest.model_sha256[:12]}, "
-            f"dimension {manifest.dimension}) but the configured model has weights {model_sha256[:12]}, "
-            f"dimension {dimension}; rebuild with `semqa index` or configure the model it was built with"
-        )
-    try:
-        dense = _read_faiss(path / DENSE_FILE)
-    except RuntimeError as exc:
-        raise IndexLoadError(f"{path / DENSE_FILE} cannot be read by FAISS ({exc}); rebuild") from exc
-    if dense.ntotal != manifest.chunk_count or dense.d != dimension:
-        raise IndexLoadError(
-            f"{path / DENSE_FILE} holds {dense.ntotal} vectors of dimension {dense.d}, the manifest says "
-            f"{manifest.chunk_count} of dimension {dimension}; rebuild with `semqa index`"
-        )
-    _enable_reconstruct(dense)
-    try:
-        lexical = LexicalIndex.load(path / LEXICAL_DIR)
-    except (OSError, ValueError, KeyError) as exc:
-        raise IndexLoadError(
-            f"{path / LEXICAL_DIR} cannot be read ({exc}); rebuild with `semqa index`"
-        ) from exc
-    if len(lexical) != manifest.chunk_count:
-        raise IndexLoadError(
-            f"{path / LEXICAL_DIR} holds {len(lexical)} chunks, manifest says {manifest.chunk_count}"
-        )
-    store = ChunkStore(path / CHUNKS_FILE)
-    return IndexVersion(path=path, manifest=manifest, dense=dense, lexical=lexical, store=store)
+        return [{"id": r[0], "title": r[1], "chunks": r[2]} for r in rows]

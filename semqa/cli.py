@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--mode", choices=MODES, default="hybrid")
     _add_index_flags(ask)
 
+    compact = commands.add_parser(
+        "compact", help="fold written passages into a new generation (the service keeps answering)"
+    )
+    compact.add_argument("--index-dir", type=Path, help="index directory (SEMQA_INDEX_DIR)")
+    compact.add_argument("--faiss-factory", help="FAISS index_factory string (SEMQA_FAISS_FACTORY)")
+    compact.add_argument("--quiet", action="store_true", default=None, help="(accepted for symmetry)")
+
     evaluate = commands.add_parser("eval", help="measure retrieval quality")
     evaluate.add_argument("--questions", type=Path, help="TSV with doc, question, evidence columns")
     evaluate.add_argument(
@@ -94,11 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     fields = set(Settings.model_fields)
     return Settings.from_flags(**{k: v for k, v in vars(args).items() if k in fields})
-
-
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """``settings`` as ``SEMQA_*`` variables, for a child process to read the same configuration."""
-    return {f"SEMQA_{name.upper()}": str(value) for name, value in settings.model_dump().items()}
 
 
 def _progress(settings: Settings) -> bool:
@@ -126,9 +128,10 @@ def _build(
         print(f"skipped {skipped.source}: {skipped.reason}", file=sys.stderr)
     print(
         f"indexed {report.documents} documents into {report.chunks} chunks "
-        f"({report.embedded} embedded, {report.chunks - report.embedded} from cache), "
+        f"({report.embedded} embedded, {report.chunks - report.embedded} from cache; "
+        f"{report.unchanged} documents unchanged, kept as they were), "
         f"{len(report.skipped)} skipped, {report.seconds:.1f} s, {report.chunks_per_second:.1f} chunks/s "
-        f"-> {report.version_dir}",
+        f"-> {report.generation_dir}",
         file=sys.stderr,
     )
 
@@ -139,8 +142,8 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from indexer import has_index
-    from indexer.store import check_version
+    from indexer import check_index, has_index
+    from indexer.writer import recover_index
 
     # Metrics from every worker, aggregated: prometheus-client reads this when it is first imported.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="semqa-metrics-"))
@@ -151,11 +154,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # not be started in a process that forks.
         print(f"no index in {settings.index_dir}; indexing {settings.corpus} first", file=sys.stderr)
         command = [sys.executable, "-m", "semqa.cli", "index", str(settings.corpus)]
-        if subprocess.run(
-            command, check=False, env={**os.environ, **settings_environment(settings)}
-        ).returncode:
+        if subprocess.run(command, check=False, env={**os.environ, **settings.environment()}).returncode:
             return 1
-    check_version(settings.index_dir)  # a damaged index stops here, with the file's name, before any worker
+    check_index(settings.index_dir)  # a damaged index stops here, with the file's name, before any worker
+    recover_index(settings.index_dir)  # a write that a crash left half-applied is finished now
     serve(settings)
     return 0
 
@@ -254,7 +256,32 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "serve": cmd_serve, "mcp": cmd_mcp, "ask": cmd_ask, "eval": cmd_eval}
+def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.compact import compact
+    from indexer.layout import Busy
+
+    try:
+        report = compact(settings.index_dir, settings.faiss_factory)
+    except Busy:
+        print("semqa compact: a compaction or build is already running; nothing to do", file=sys.stderr)
+        return 0
+    print(
+        f"compacted into generation {report.generation}: {report.passages} passages "
+        f"({report.folded} written since the last one folded in, {report.purged} deleted rows purged), "
+        f"index version {report.seq}, {report.seconds:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+COMMANDS = {
+    "index": cmd_index,
+    "serve": cmd_serve,
+    "mcp": cmd_mcp,
+    "ask": cmd_ask,
+    "eval": cmd_eval,
+    "compact": cmd_compact,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

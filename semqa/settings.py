@@ -49,7 +49,16 @@ class Settings(BaseSettings):
 
     # Index.
     faiss_factory: str = Field(
-        "Flat", description="FAISS index_factory string (wrapped in IDMap2); Flat = exact."
+        "auto",
+        description="FAISS index_factory string of the dense base; auto = exact (Flat) below 50,000 "
+        "passages, HNSW32 above.",
+    )
+    ef_search: int = Field(128, ge=1, le=4096, description="HNSW efSearch: candidates explored per question.")
+    nprobe: int = Field(32, ge=1, le=65536, description="IVF nprobe: lists searched per question.")
+    compact_after: int = Field(
+        20_000,
+        ge=0,
+        description="Passages written since the last compaction that start one automatically; 0 = never.",
     )
 
     # Retrieval.
@@ -81,6 +90,11 @@ class Settings(BaseSettings):
     max_upsert_documents: int = Field(100, ge=1, description="Documents per POST /documents.")
     max_document_chars: int = Field(1_000_000, ge=1, description="Longest accepted document text.")
     max_write_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest POST /documents body.")
+    write_wait: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a write waits for the writer lock (held by a rebuild) before 503 + Retry-After.",
+    )
 
     rate_limit: str = Field(
         "600 per minute",
@@ -99,6 +113,14 @@ class Settings(BaseSettings):
         if self.api_key_file is not None:
             keys += [line.strip() for line in self.api_key_file.read_text().splitlines()]
         return [k for k in keys if k]
+
+    def environment(self) -> dict[str, str]:
+        """These settings as ``SEMQA_*`` variables, for a child process to read the same configuration."""
+        return {
+            f"SEMQA_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
 
     @classmethod
     def from_flags(cls, **flags: object) -> Settings:

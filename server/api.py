@@ -67,7 +67,7 @@ def create_api(settings: Settings, access: Access) -> APIBlueprint:
         responses={503: "No index version loaded"},
     )
     def ready() -> Any:
-        version = searcher().version
+        version = searcher().view
         watcher = current_app.extensions.get("semqa.watcher")
         if version is None:
             return {"status": "unavailable", "index_version": None, "reload_error": None}, 503
@@ -81,6 +81,6 @@ def create_api(settings: Settings, access: Access) -> APIBlueprint:
     @api.output(HealthOut)
     @api.doc(summary="Liveness and what is loaded")
     def health() -> dict[str, Any]:
-        return health_json(searcher().version)
+        return health_json(searcher().view)
 
     return api

@@ -35,10 +35,10 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.json.sort_keys = False
     searcher = searcher or load_searcher(settings)
     app.extensions["semqa.searcher"] = searcher
-    watcher = start_watcher(settings, searcher)
+    watcher = start_watcher(settings, searcher.reader)
     if watcher is not None:
         app.extensions["semqa.watcher"] = watcher
-        app.before_request(watcher.refresh)
+        app.before_request(watcher.before_request)
     register_error_handlers(app)
     access = Access(settings.keys(), settings.read_requires_key)
     app.register_blueprint(create_api(settings, access))
@@ -49,5 +49,5 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     register_observability(app, searcher)  # first, so even a refused request gets its id and log line
     register_limits(app, settings)
     app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}
-    logging.getLogger(__name__).info("semqa ready: index %s", app.extensions["semqa.searcher"].version.name)
+    logging.getLogger(__name__).info("semqa ready: index %s", searcher.view.name)
     return app

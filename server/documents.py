@@ -1,56 +1,144 @@
-"""The documents blueprint: upsert, delete, list and read documents of the live index."""
+"""The documents blueprint: upsert, delete, list and read documents of the live index.
+
+A write makes its passages (chunked and embedded with the worker's own write encoder, so questions never
+wait behind a write's embedding), then joins the group commit of ``indexer.writer.Writer``: it is answered
+once it is durable and searchable, and this worker serves it from the very next request (the others from
+theirs). Passages written since the last compaction past ``SEMQA_COMPACT_AFTER`` start a compaction in
+the background (``semqa compact``, its own process).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from apiflask import APIBlueprint, abort
 from flask import request
 
-from embeddings import EmbeddingCache
-from indexer import Document, IndexLoadError
-from indexer.update import API_SOURCE, UnsupportedChange, apply_changes
+from embeddings import EmbeddingCache, Encoder, load_encoder
+from indexer import API_SOURCE, Document, IndexLoadError
+from indexer.chunking import ChunkingConfig
+from indexer.layout import COMPACT_LOCK, Busy, file_lock
+from indexer.passages import prepare_upserts
+from indexer.store import Change, Committed, Delete
+from indexer.writer import ConfigChanged, NotSearchable, Writer
 from semqa.settings import Settings
 from server.api import require_json
 from server.auth import Access
-from server.retrieval import Searcher, load_current
+from server.retrieval import Searcher
 from server.schemas import DeleteOut, DocumentList, DocumentOut, PageQuery, UpsertOut, upsert_schema
 
 log = logging.getLogger(__name__)
+SLOT_WAIT = 2.0  # seconds a write waits for a write slot of its worker
+
+
+class DocumentWrites:
+    """This worker's write path: a write encoder (loaded at the first write), the embedding cache, the
+    group-commit writer, and the automatic compaction trigger."""
+
+    def __init__(self, settings: Settings, searcher: Searcher) -> None:
+        self.settings = settings
+        self.searcher = searcher
+        self.writer = Writer(
+            settings.index_dir,
+            searcher.reader.store,
+            lock_timeout=settings.write_wait,
+            on_commit=self._committed,
+        )
+        # A write holds its thread while it embeds and waits for its commit: at most threads - 1 do per
+        # worker, so a thread stays free for questions. A write beyond that waits for a slot, briefly
+        # (commits take milliseconds; it holds a thread meanwhile), then answers 503 + Retry-After.
+        self.slots = threading.BoundedSemaphore(max(1, settings.threads - 1))
+        self._encoder: Encoder | None = None
+        self._cache: EmbeddingCache | None = None
+        self._load = threading.Lock()
+
+    def encoder(self) -> tuple[Encoder, EmbeddingCache]:
+        with self._load:
+            if self._encoder is None:
+                s = self.settings
+                self._encoder = load_encoder(s.model, s.model_sha256, s.torch_threads)
+                self._cache = EmbeddingCache(s.cache_dir, self._encoder)
+            assert self._cache is not None
+            return self._encoder, self._cache
+
+    def commit(
+        self, documents: Sequence[Document] = (), deletes: Sequence[str] = ()
+    ) -> tuple[Committed, int]:
+        """Upsert ``documents`` and delete ``deletes``; returns once durable and visible here, with how many
+        passages had to be embedded."""
+        if not self.slots.acquire(timeout=SLOT_WAIT):
+            abort(503, "every write slot of this worker is busy; retry shortly", headers={"Retry-After": "1"})
+        try:
+            committed, embedded = self._submit(documents, deletes)
+        except Busy:
+            abort(
+                503,
+                "the index is being rebuilt and takes no writes for now; retry shortly",
+                headers={"Retry-After": "5"},
+            )
+        except NotSearchable as exc:
+            abort(503, str(exc), headers={"Retry-After": "1"})
+        finally:
+            self.slots.release()
+        try:  # this worker serves its own write from the next request on
+            self.searcher.reader.refresh()
+        except IndexLoadError:  # durable and acknowledged all the same: the next request retries
+            log.exception("commit %s is durable but this worker could not load it yet", committed.seq)
+        return committed, embedded
+
+    def _submit(self, documents: Sequence[Document], deletes: Sequence[str]) -> tuple[Committed, int]:
+        store = self.searcher.reader.store
+        for _ in range(2):  # again if a rebuild changed the chunking or the model meanwhile
+            config = store.config
+            changes: list[Change] = []
+            embedded = 0
+            if documents:
+                encoder, cache = self.encoder()
+                if encoder.weights_sha256 != config.model_sha256:
+                    raise IndexLoadError("the index was built with another model; rebuild it before writing")
+                upserts, embedded = prepare_upserts(
+                    documents, encoder, cache, ChunkingConfig(**config.chunking)
+                )
+                changes += upserts
+            changes += [Delete(d) for d in deletes]
+            try:
+                return self.writer.submit(changes, config), embedded
+            except ConfigChanged:
+                store.read_config()
+        raise IndexLoadError("the index keeps being rebuilt with other settings; retry the write")
+
+    def _committed(self, seq: int) -> None:
+        """After a commit: start a compaction when enough was written since the last one."""
+        threshold = self.settings.compact_after
+        if not threshold or self.searcher.reader.view.dense.written < threshold:
+            return
+        try:
+            with file_lock(self.settings.index_dir / COMPACT_LOCK, wait=False):
+                pass
+        except Busy:
+            return  # one is running
+        log.info(
+            "%d passages written since the last compaction: compacting",
+            self.searcher.reader.view.dense.written,
+        )
+        subprocess.Popen(  # its own process: a compaction at a million passages takes minutes of CPU
+            [sys.executable, "-m", "semqa.cli", "compact", "--quiet"],
+            env={**os.environ, **self.settings.environment()},
+            stdout=subprocess.DEVNULL,
+            stderr=None,
+            start_new_session=True,
+        )
 
 
 def create_documents_api(settings: Settings, searcher: Searcher, access: Access) -> APIBlueprint:
     api = APIBlueprint("documents", __name__)
-    cache = EmbeddingCache(settings.cache_dir, searcher.encoder)
-    # A write can wait on the writer lock (held by another worker's write or a build) for as long as that
-    # takes, holding its thread meanwhile: at most threads - 1 writes run per worker, so one thread always
-    # stays free for questions; a write beyond that answers 503 with Retry-After at once.
-    writers = threading.BoundedSemaphore(max(1, settings.threads - 1))
-
-    def publish_changes(**changes: Any) -> Any:
-        if not writers.acquire(blocking=False):
-            abort(
-                503,
-                "every write slot of this worker is busy (writes are applied one at a time); retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        try:
-            report = apply_changes(settings.index_dir, encoder=searcher.encoder, cache=cache, **changes)
-        except UnsupportedChange as exc:
-            abort(409, str(exc))
-        finally:
-            writers.release()
-        # This worker serves its own write at once; the others swap before their next request. A write that
-        # changed nothing (or was overtaken by a newer one served here) has nothing to load: loading checks
-        # every file's hash. The write is durable already: a failure to load it must not report it failed.
-        if report.version_dir.name > searcher.version.name:
-            try:
-                searcher.install(load_current(settings, searcher.encoder))
-            except IndexLoadError:
-                log.exception("version %s was written but not loaded here", report.version_dir.name)
-        return report
+    writes = DocumentWrites(settings, searcher)
 
     @api.before_request
     def _limits_and_auth() -> None:
@@ -78,32 +166,32 @@ def create_documents_api(settings: Settings, searcher: Searcher, access: Access)
             )
             for d in latest.values()
         ]
-        report = publish_changes(upserts=documents)
+        committed, embedded = writes.commit(documents=documents)
         return {
-            "upserted": report.upserted,
-            "embedded": report.embedded,
-            "index_version": report.version_dir.name,
+            "upserted": [d.id for d in documents],
+            "embedded": embedded,
+            "index_version": searcher.view.name if committed.seq is None else f"{committed.seq:010d}",
         }
 
     @api.delete("/documents/<path:document_id>")
     @api.output(DeleteOut)
     @api.doc(summary="Remove a document", security="ApiKey", responses=[401, 403, 404])
     def delete(document_id: str) -> dict[str, Any]:
-        if searcher.version.store.document(document_id) is None:
+        if searcher.view.store.document(document_id) is None:
             abort(404, f"no document with id {document_id!r}")
-        report = publish_changes(deletes=[document_id])
-        if report.missing:  # deleted by another request in between
+        committed, _ = writes.commit(deletes=[document_id])
+        if committed.outcomes == ["missing"]:  # deleted by another request in between
             abort(404, f"no document with id {document_id!r}")
-        return {"deleted": document_id, "index_version": report.version_dir.name}
+        return {"deleted": document_id, "index_version": f"{committed.seq:010d}"}
 
     @api.get("/documents")
     @api.input(PageQuery, location="query", arg_name="page")
     @api.output(DocumentList)
     @api.doc(summary="Document ids with titles and chunk counts, by id, paged")
     def list_documents(page: dict[str, Any]) -> dict[str, Any]:
-        store = searcher.version.store
+        store = searcher.view.store
         return {
-            "total": store.document_count(),
+            "total": store.document_count,
             "offset": page["offset"],
             "limit": page["limit"],
             "documents": store.list_documents(page["offset"], page["limit"]),
@@ -113,7 +201,7 @@ def create_documents_api(settings: Settings, searcher: Searcher, access: Access)
     @api.output(DocumentOut)
     @api.doc(summary="One document with its text", responses=[404])
     def get_document(document_id: str) -> dict[str, Any]:
-        document = searcher.version.store.document(document_id)
+        document = searcher.view.store.document(document_id)
         if document is None:
             abort(404, f"no document with id {document_id!r}")
         return document

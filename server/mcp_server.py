@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from indexer.store import check_version
+from indexer import check_index
 from semqa import __version__
 from semqa.settings import Settings
 from server.asgi_limits import RateLimit
@@ -140,11 +140,11 @@ def create_mcp_server(settings: Settings, searcher: Searcher, keys: list[str] | 
 
     Like ``create_app``, it polls the index directory for newer versions when ``reload_interval`` > 0.
     """
-    watcher = start_watcher(settings, searcher)
+    watcher = start_watcher(settings, searcher.reader)
 
     def refresh() -> None:
         if watcher is not None:  # a write acknowledged by the HTTP API is searched by the next call
-            watcher.refresh()
+            watcher.before_request()
 
     auth: dict[str, Any] = {}
     if keys is not None:
@@ -211,12 +211,12 @@ def create_mcp_server(settings: Settings, searcher: Searcher, keys: list[str] | 
     )
     def documents() -> dict[str, Any]:
         refresh()
-        store = searcher.version.store
-        return {"total": store.document_count(), "documents": store.list_documents(0, DOCUMENT_LIST_LIMIT)}
+        store = searcher.view.store
+        return {"total": store.document_count, "documents": store.list_documents(0, DOCUMENT_LIST_LIMIT)}
 
     @mcp.custom_route("/health", methods=["GET"])  # HTTP only, and open like the HTTP API's probes
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse(health_json(searcher.version))
+        return JSONResponse(health_json(searcher.view))
 
     return mcp
 
@@ -247,12 +247,12 @@ def serve_mcp(settings: Settings, *, http: bool) -> None:
                 "read_requires_key is set but no API key is configured: set SEMQA_API_KEYS "
                 "(comma-separated) or SEMQA_API_KEY_FILE"
             )
-    check_version(settings.index_dir, verify=False)  # a missing index is reported before the model loads
+    check_index(settings.index_dir, verify=False)  # a missing index is reported before the model loads
     with nullcontext() if http else stdout_to_stderr():
         searcher = load_searcher(settings)
     mcp = create_mcp_server(settings, searcher, keys)
     where = f"streamable HTTP on http://{settings.host}:{settings.port}/mcp" if http else "stdio"
-    print(f"semqa mcp: index version {searcher.version.name} over {where}", file=sys.stderr)
+    print(f"semqa mcp: index version {searcher.view.name} over {where}", file=sys.stderr)
     if not http:
         mcp.run("stdio")
         return

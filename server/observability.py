@@ -103,10 +103,10 @@ def register_observability(app: APIFlask, searcher: Any) -> None:
     @app.get("/metrics")
     @app.doc(summary="Prometheus metrics", responses={200: {"content": {"text/plain": {}}}})
     def metrics() -> Response:
-        version = searcher.version
-        INDEX_VERSION.set(int(version.name.split("-", 1)[0]))
-        DOCUMENTS.set(version.manifest.document_count)
-        CHUNKS.set(version.manifest.chunk_count)
+        view = searcher.view
+        INDEX_VERSION.set(view.seq)
+        DOCUMENTS.set(view.store.document_count)
+        CHUNKS.set(view.store.chunk_count)
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

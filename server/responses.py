@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from indexer import IndexVersion
+from indexer import IndexView
 from server.retrieval import Passage
 
 
@@ -44,12 +44,12 @@ def answer_json(p: Passage) -> dict[str, Any]:
     }
 
 
-def health_json(version: IndexVersion) -> dict[str, Any]:
-    """Liveness and what is loaded: the body of ``GET /health``."""
+def health_json(view: IndexView) -> dict[str, Any]:
+    """Liveness and what is served: the body of ``GET /health``."""
     return {
         "status": "ok",
-        "model": version.manifest.model_name,
-        "documents": version.manifest.document_count,
-        "chunks": version.manifest.chunk_count,
-        "index_version": version.name,
+        "model": view.store.store.config.model_name,
+        "documents": view.store.document_count,
+        "chunks": view.store.chunk_count,
+        "index_version": view.name,
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from embeddings import EmbeddingCache, Encoder, load_encoder
-from indexer import BuildReport, ChunkingConfig, build_index, load_version
+from indexer import BuildReport, ChunkingConfig, IndexReader, build_index
 from semqa.settings import Settings
 from server.app import create_app
 from server.retrieval import Searcher
@@ -52,10 +52,10 @@ def corpus_build(corpus_settings: Settings, encoder: Encoder) -> BuildReport:
 
 @pytest.fixture(scope="session")
 def searcher(corpus_build: BuildReport, corpus_settings: Settings, encoder: Encoder) -> Searcher:
-    version = load_version(
+    reader = IndexReader(
         corpus_settings.index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension
     )
-    return Searcher(encoder, version)
+    return Searcher(encoder, reader)
 
 
 @pytest.fixture()

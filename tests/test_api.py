@@ -74,12 +74,12 @@ def test_top_k_is_respected(client):
         assert len({p["chunk_id"] for p in passages}) == k
 
 
-def test_health_reports_what_is_loaded(client, corpus_build):
+def test_health_reports_what_is_loaded(client, corpus_build, searcher):
     body = client.get("/health").get_json()
     assert body["status"] == "ok"
     assert body["model"] == "all-MiniLM-L6-v2"
     assert body["documents"] == 5 and body["chunks"] == corpus_build.chunks
-    assert body["index_version"] == corpus_build.version_dir.name
+    assert body["index_version"] == searcher.view.name == f"{searcher.view.seq:010d}"
 
 
 BAD_BODIES = [

@@ -28,7 +28,9 @@ MARS = {
 def writable(tmp_path, corpus_build, corpus_settings, encoder):
     """An app over a private copy of the corpus index, with an API key."""
     index_dir = tmp_path / "index"
-    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(
+        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
+    )
     settings = corpus_settings.model_copy(
         update={"index_dir": index_dir, "api_keys": KEY, "max_upsert_documents": 3}
     )
@@ -87,14 +89,14 @@ def test_lexical_and_dense_stay_consistent_after_writes(writable):
     app, client, _ = writable
     client.post("/documents", json={"documents": [MARS]}, headers=AUTH)
     client.delete("/documents/000_de246961d5590b13.txt", headers=AUTH)
-    version = app.extensions["semqa.searcher"].version
-    assert version.dense.ntotal == len(version.lexical) == version.manifest.chunk_count
-    assert sorted(version.lexical.ids.tolist()) == sorted(
-        int(i)
-        for i in version.store.chunk_ids_of(
-            [d["id"] for d in client.get("/documents?limit=1000").get_json()["documents"]]
-        )
+    client.post(
+        "/documents", json={"documents": [{**MARS, "text": "The Mars base moved to Hellas."}]}, headers=AUTH
     )
+    view = app.extensions["semqa.searcher"].view
+    assert view.dense.count == view.lexical.count == view.store.chunk_count
+    listed = [d["id"] for d in client.get("/documents?limit=1000").get_json()["documents"]]
+    live, _ = view.dense.live()
+    assert sorted(live.tolist()) == sorted(view.store.chunk_ids_of(listed).tolist())
 
 
 @pytest.mark.parametrize(
@@ -171,19 +173,22 @@ def test_document_size_and_body_limits(writable):
 
 def test_ids_are_data_never_paths(writable, tmp_path):
     _, client, _ = writable
-    files_before = sorted(p for p in tmp_path.rglob("*") if "versions" not in p.parts)
+    files_before = sorted(p for p in tmp_path.rglob("*") if "generations" not in p.parts)
     evil = {"id": "../../../../tmp/semqa-owned", "text": "Traversal attempt."}
     assert client.post("/documents", json={"documents": [evil]}, headers=AUTH).status_code == 200
     assert client.get("/documents/../../../../tmp/semqa-owned").get_json()["text"] == "Traversal attempt."
     assert client.delete("/documents/../../../../tmp/semqa-owned", headers=AUTH).status_code == 200
     assert not Path("/tmp/semqa-owned").exists()
-    created = {p for p in tmp_path.rglob("*") if "versions" not in p.parts} - set(files_before)
-    assert {p.name for p in created} <= {".lock"}  # only the writer lock: no file named after an id
+    created = {p for p in tmp_path.rglob("*") if "generations" not in p.parts} - set(files_before)
+    # only the store's write-ahead log and the lock: no file named after an id
+    assert {p.name for p in created} <= {".lock", "store.sqlite-wal", "store.sqlite-shm"}
 
 
 def test_documents_over_http_with_two_workers(tmp_path, corpus_build, corpus_settings):
     index_dir = tmp_path / "index"
-    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(
+        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
+    )
     env = {
         "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
         "SEMQA_API_KEYS": KEY,
@@ -226,54 +231,65 @@ def test_deleting_every_document_leaves_an_empty_index_that_answers(writable):
     assert ask(client, "When will the Mars base be built?")[0]["document_id"] == "notes/mars.md"
 
 
-def test_an_index_that_cannot_remove_vectors_refuses_replacements_with_409(tmp_path, encoder, cache_dir):
+@pytest.mark.parametrize("factory", ["HNSW16", "IVF1,Flat"])
+def test_approximate_indexes_take_replacements_and_deletes(tmp_path, encoder, cache_dir, factory):
     from indexer import ChunkingConfig, build_index
 
     corpus = tmp_path / "docs"
     corpus.mkdir()
     (corpus / "a.txt").write_text("Tiangong is the space station.")
+    (corpus / "b.txt").write_text("The Long March 5 rocket launches from Wenchang.")
     build_index(
         [corpus],
         index_dir=tmp_path / "index",
         encoder=encoder,
         chunking=ChunkingConfig(),
-        faiss_factory="HNSW16",
+        faiss_factory=factory,
     )
     settings = Settings(
         index_dir=tmp_path / "index", cache_dir=cache_dir, api_keys=KEY, reload_interval=0, quiet=True
     )
     client = create_app(settings, searcher=load_searcher(settings, encoder)).test_client()
-    assert (
-        client.post("/documents", json={"documents": [MARS]}, headers=AUTH).status_code == 200
-    )  # adding works
-    for _ in range(settings.threads):  # more refused writes than the worker has write slots
-        response = client.post("/documents", json={"documents": [{**MARS, "text": "Moved."}]}, headers=AUTH)
-        assert response.status_code == 409 and "HNSW16" in response.get_json()["error"]["message"]
-    assert client.get("/documents/notes/mars.md").get_json()["text"] == MARS["text"]
-    venus = {"id": "notes/venus.md", "text": "A Venus balloon probe is planned."}
-    assert (
-        client.post("/documents", json={"documents": [venus]}, headers=AUTH).status_code == 200
-    )  # slots freed
+    assert client.post("/documents", json={"documents": [MARS]}, headers=AUTH).status_code == 200
+    moved = {**MARS, "text": "The Mars base was moved to Hellas Planitia."}
+    assert client.post("/documents", json={"documents": [moved]}, headers=AUTH).status_code == 200
+    assert client.delete("/documents/a.txt", headers=AUTH).status_code == 200
+    questions = {
+        "Where is the Mars base now?": "notes/mars.md",
+        "Which rocket launches from Wenchang?": "b.txt",
+    }
+    for mode in ("dense", "hybrid"):
+        for question, expected in questions.items():
+            body = client.post("/ask", json={"question": question, "mode": mode, "top_k": 3}).get_json()
+            assert body["passages"][0]["document_id"] == expected
+            assert "a.txt" not in {p["document_id"] for p in body["passages"]}
+        texts = {
+            p["text"]
+            for p in client.post("/ask", json={"question": "Mars base", "mode": mode}).get_json()["passages"]
+        }
+        assert MARS["text"] not in texts and moved["text"] in texts
 
 
-def test_a_searcher_never_goes_back_to_an_older_version(writable, encoder):
+def test_a_searcher_never_goes_back_to_an_older_view(writable, encoder):
     app, client, _ = writable
     searcher = app.extensions["semqa.searcher"]
-    old = searcher.version
+    old = searcher.view
     client.post("/documents", json={"documents": [MARS]}, headers=AUTH)
-    new = searcher.version
-    assert new.name > old.name
-    assert searcher.install(old) is False and searcher.version is new
+    new = searcher.view
+    assert new.name > old.name and new.seq == old.seq + 1
+    assert searcher.reader.refresh() is False and searcher.view is new
 
 
-def test_a_write_that_changes_nothing_publishes_no_version(writable):
+def test_a_write_that_changes_nothing_commits_nothing(writable):
+    from indexer.store import Store
+
     _, client, index_dir = writable
     first = client.post("/documents", json={"documents": [MARS]}, headers=AUTH).get_json()
-    versions = sorted(p.name for p in (index_dir / "versions").iterdir())
+    latest = Store(index_dir / "store.sqlite").latest()
     again = client.post("/documents", json={"documents": [MARS]}, headers=AUTH)
     assert again.status_code == 200
     assert again.get_json() == {**first, "embedded": 0}  # same version, acknowledged as written
-    assert sorted(p.name for p in (index_dir / "versions").iterdir()) == versions
+    assert Store(index_dir / "store.sqlite").latest() == latest
     changed = client.post(
         "/documents", json={"documents": [{**MARS, "metadata": {"team": "b"}}]}, headers=AUTH
     ).get_json()
@@ -300,12 +316,12 @@ def test_a_file_document_written_again_through_the_api_is_a_change(writable):
     assert again["index_version"] == answer["index_version"]  # and from then on it is unchanged
 
 
-def test_a_delete_that_lost_a_race_publishes_no_version(writable, encoder):
-    from indexer.store import current_version_dir
-    from indexer.update import apply_changes
+def test_a_delete_that_lost_a_race_commits_nothing(writable):
+    from indexer.store import Delete, Store
+    from indexer.writer import Writer
 
     _, _, index_dir = writable
-    before = current_version_dir(index_dir)
-    report = apply_changes(index_dir, encoder=encoder, cache=None, deletes=["deleted/by-someone-else.md"])
-    assert report.missing == ["deleted/by-someone-else.md"] and report.deleted == []
-    assert report.version_dir == before == current_version_dir(index_dir)
+    store = Store(index_dir / "store.sqlite")
+    latest = store.latest()
+    committed = Writer(index_dir, store).submit([Delete("deleted/by-someone-else.md")], store.config)
+    assert committed.outcomes == ["missing"] and committed.seq is None and store.latest() == latest

@@ -12,11 +12,12 @@ from pathlib import Path
 import requests
 
 from indexer import ChunkingConfig, build_index
-from indexer.store import current_version_dir
+from indexer.layout import STORE
+from indexer.store import Store
 from semqa.launch import running_server
 from semqa.settings import Settings
 from server.app import create_app
-from server.retrieval import load_current, load_searcher
+from server.retrieval import load_searcher
 from server.retrieval.reload import VersionWatcher
 
 
@@ -76,7 +77,7 @@ def test_reindex_while_clients_query_changes_answers_with_zero_failures(tmp_path
         stop.set()
         for thread in threads:
             thread.join()
-        new_version = current_version_dir(index_dir).name
+        new_version = f"{Store(index_dir / STORE).latest():010d}"
         health = {requests.get(server.url + "/health", timeout=10).json()["index_version"] for _ in range(10)}
     assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200]}"
     assert "Tiangong" in answers[0]
@@ -84,23 +85,27 @@ def test_reindex_while_clients_query_changes_answers_with_zero_failures(tmp_path
     assert health == {new_version}  # both workers serve the new version
 
 
-def test_a_broken_new_version_is_skipped_and_reported(tmp_path, encoder, cache_dir):
+def test_a_broken_new_generation_is_skipped_reported_and_retried(tmp_path, encoder, cache_dir):
     corpus, index_dir = tmp_path / "docs", tmp_path / "index"
     write_corpus(corpus, "Tiangong")
     settings = Settings(index_dir=index_dir, cache_dir=cache_dir, quiet=True, reload_interval=0)
-    first = build_index([corpus], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig())
+    build_index([corpus], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig())
     app = create_app(settings, searcher=load_searcher(settings, encoder))
     searcher = app.extensions["semqa.searcher"]
-    watcher = VersionWatcher(searcher, index_dir, lambda: load_current(settings, encoder))
+    watcher = VersionWatcher(searcher.reader)
     app.extensions["semqa.watcher"] = watcher
+    first = searcher.view.name
     write_corpus(corpus, "Heavenly Palace")
     second = build_index([corpus], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig())
-    (second.version_dir / "dense.faiss").write_bytes(b"garbage")
-    assert watcher.check() is False
+    (second.generation_dir / "dense" / "dense.faiss").write_bytes(b"garbage")
+    assert watcher.refresh(switch=True) is False
     ready = app.test_client().get("/ready").get_json()
-    assert ready["index_version"] == first.version_dir.name and "dense.faiss" in ready["reload_error"]
+    assert ready["index_version"] == first and "dense.faiss" in ready["reload_error"]
     answer = app.test_client().post("/ask", json={"question": "What is the station called?", "top_k": 1})
-    assert "Tiangong" in answer.get_json()["passages"][0]["text"]
-    third = build_index([corpus], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig())
-    assert watcher.check() is True and searcher.version.name == third.version_dir.name
+    assert answer.status_code == 200 and "Tiangong" in answer.get_json()["passages"][0]["text"]
+    build_index([corpus], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig())
+    watcher._retry_at = 0  # the pause after a failure is over
+    assert watcher.refresh(switch=True) is True
     assert app.test_client().get("/ready").get_json()["reload_error"] is None
+    answer = app.test_client().post("/ask", json={"question": "What is the station called?", "top_k": 1})
+    assert "Heavenly Palace" in answer.get_json()["passages"][0]["text"]

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from indexer.store import VERSIONS, current_version_dir
+from indexer.generation import GENERATIONS, current_path
 from semqa.launch import running_server
 from server.app import create_app
 
@@ -39,7 +39,7 @@ def test_metrics_in_prometheus_format(corpus_settings, searcher, corpus_build):
     assert 'semqa_request_seconds_bucket{le="0.5",route="/ask"}' in text
     assert f"semqa_chunks {float(corpus_build.chunks)}" in text
     assert "semqa_documents 5.0" in text
-    assert f"semqa_index_version {float(int(corpus_build.version_dir.name.split('-')[0]))}" in text
+    assert f"semqa_index_version {float(searcher.view.seq)}" in text
 
 
 def test_ready_and_health(corpus_settings, searcher, corpus_build):
@@ -48,7 +48,7 @@ def test_ready_and_health(corpus_settings, searcher, corpus_build):
     assert ready.status_code == 200
     assert ready.get_json() == {
         "status": "ready",
-        "index_version": corpus_build.version_dir.name,
+        "index_version": searcher.view.name,
         "reload_error": None,
     }
 
@@ -81,8 +81,8 @@ def test_cors_is_off_by_default_and_allows_only_configured_origins(corpus_settin
     )
 
 
-def test_indexer_killed_mid_build_leaves_a_loadable_version(tmp_path, cache_dir, encoder):
-    from indexer import load_version
+def test_indexer_killed_mid_build_leaves_a_servable_index(tmp_path, cache_dir, encoder):
+    from indexer import IndexReader
 
     corpus = tmp_path / "docs"
     corpus.mkdir()
@@ -91,7 +91,7 @@ def test_indexer_killed_mid_build_leaves_a_loadable_version(tmp_path, cache_dir,
     env = {**os.environ, "SEMQA_CACHE_DIR": str(fresh_cache), "SEMQA_QUIET": "1"}
     command = [sys.executable, "-m", "semqa.cli", "index", str(corpus), "--index-dir", str(index_dir)]
     subprocess.run(command, check=True, env=env)
-    good = current_version_dir(index_dir)
+    good = current_path(index_dir)
     for i in range(300):  # enough new text that embedding takes seconds
         (corpus / f"doc{i}.txt").write_text(
             f"Document {i} tells of rocket {i}, satellite {i} and station {i}. " * 30
@@ -105,25 +105,24 @@ def test_indexer_killed_mid_build_leaves_a_loadable_version(tmp_path, cache_dir,
         process.send_signal(signal.SIGKILL)
         process.wait()
 
-    # 1. Mid-embedding: the previous version stays current.
+    def documents() -> int:
+        view = IndexReader(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension).view
+        return view.store.document_count
+
+    # 1. Mid-embedding: nothing was committed, the previous generation is served as it was.
     cache_file = fresh_cache / f"embeddings-{encoder.weights_sha256[:16]}.sqlite"
     kill_when(lambda: cache_file.exists() and cache_file.stat().st_size > 200_000)
-    assert current_version_dir(index_dir) == good
-    # 2. While writing the new version: whatever is current is complete and loads.
-    kill_when(lambda: bool(list((index_dir / VERSIONS).glob(".tmp-*"))))
-    current = current_version_dir(index_dir)
-    version = load_version(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
-    assert version.path == current and version.manifest.document_count in (1, 301)
+    assert current_path(index_dir) == good and documents() == 1
+    # 2. While building the new generation: the store holds the new documents (committed), the served
+    # generation is whole, and the server catches it up when it starts.
+    kill_when(lambda: bool(list((index_dir / GENERATIONS).glob(".tmp-*"))))
+    assert documents() in (1, 301)
     with running_server(["--index-dir", str(index_dir)], env={"SEMQA_CACHE_DIR": str(cache_dir)}) as server:
         assert requests.get(server.url + "/ready", timeout=10).status_code == 200
+        assert requests.get(server.url + "/health", timeout=10).json()["documents"] == 301
     subprocess.run(command, check=True, env=env)  # the next build cleans any leftovers and succeeds
-    assert not list((index_dir / VERSIONS).glob(".tmp-*"))
-    assert (
-        load_version(
-            index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension
-        ).manifest.document_count
-        == 301
-    )
+    assert not list((index_dir / GENERATIONS).glob(".tmp-*"))
+    assert documents() == 301 and current_path(index_dir) != good
 
 
 def test_server_killed_mid_upsert_keeps_every_acknowledged_write(tmp_path, corpus_build, corpus_settings):
@@ -133,7 +132,9 @@ def test_server_killed_mid_upsert_keeps_every_acknowledged_write(tmp_path, corpu
     from semqa.launch import stop
 
     index_dir = tmp_path / "index"
-    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(
+        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
+    )
     env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir), "SEMQA_API_KEYS": "k"}
     auth = {"Authorization": "Bearer k"}
     acknowledged: list[str] = []
@@ -174,9 +175,11 @@ def test_serve_refuses_a_damaged_index_naming_the_file(tmp_path, corpus_build, c
     import shutil
 
     index_dir = tmp_path / "index"
-    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
-    chunks = current_version_dir(index_dir) / "chunks.sqlite"
-    chunks.write_bytes(chunks.read_bytes()[:4096])  # truncated
+    shutil.copytree(
+        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
+    )
+    dense = current_path(index_dir) / "dense" / "dense.faiss"
+    dense.write_bytes(dense.read_bytes()[:4096])  # truncated
     result = subprocess.run(
         [sys.executable, "-m", "semqa.cli", "serve", "--index-dir", str(index_dir), "--port", "0"],
         capture_output=True,
@@ -186,17 +189,19 @@ def test_serve_refuses_a_damaged_index_naming_the_file(tmp_path, corpus_build, c
         env={**os.environ, "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir)},
     )
     assert result.returncode == 1
-    assert "chunks.sqlite" in result.stderr and "truncated" in result.stderr
+    assert "dense.faiss" in result.stderr and "truncated" in result.stderr
 
 
 def test_writes_waiting_on_the_lock_leave_a_thread_for_questions(tmp_path, corpus_build, corpus_settings):
     import shutil
     import threading
 
-    from indexer.store import writer_lock
+    from indexer.layout import writer_lock
 
     index_dir = tmp_path / "index"
-    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(
+        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
+    )
     env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir), "SEMQA_API_KEYS": "k"}
     auth = {"Authorization": "Bearer k"}
 
@@ -214,7 +219,8 @@ def test_writes_waiting_on_the_lock_leave_a_thread_for_questions(tmp_path, corpu
             while not (refused := [n for n, r in answers.items() if r.status_code == 503]):
                 assert time.monotonic() < deadline, "no write was refused: both threads may be waiting"
                 time.sleep(0.05)
-            waiting = 3 - refused[0]  # the other write holds the worker's only write slot
+            waiting = 3 - refused[0]  # the other write holds the worker's only write slot: after a
+            # short wait for it, this one was refused, so the worker's second thread is free again
             assert answers[refused[0]].headers["Retry-After"] == "1"
             assert answers[refused[0]].json()["error"]["code"] == "unavailable"
             question = {"question": "Where is the 2020 China Space Conference held?"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.lexical import LexicalIndex
+from indexer.lexical import ANALYZE
 from server.retrieval import SearchOptions
 from server.retrieval.fusion import FUSIONS, fuse
 from server.retrieval.highlight import best_span
@@ -86,37 +86,22 @@ def test_fusion_methods():
         fuse(dense, lexical, "nope")
 
 
-def test_lexical_index_round_trips_through_plain_files(tmp_path):
-    index = LexicalIndex.build(
-        ["The rocket launched.", "Satellites orbit the Earth.", "Rockets and rocket engines."], [7, 8, 9]
-    )
-    files = index.save(tmp_path / "lexical")
-    assert all(f.suffix in (".npy", ".json") for f in files)  # no pickle
-    loaded = LexicalIndex.load(tmp_path / "lexical")
-    assert np.allclose(loaded.scores("launching rockets"), index.scores("launching rockets"))
-    scores = loaded.scores("launching rockets")
-    assert scores[0] > 0 and scores[2] > 0 and scores[1] == 0
-    assert list(loaded.ids) == [7, 8, 9]
-    assert loaded.scores("the and of").max() == 0  # stop words only
-
-
 def test_highlight_is_a_sentence_or_a_centred_window(searcher):
-    index = searcher.version.lexical
+    index = searcher.view.lexical
+    analyze = ANALYZE
     prose = "The symposium opened on Monday. A memorandum was signed by China and Russia. It rained."
-    terms = index.analyze(["Who signed the memorandum?"])[0]
-    span = best_span(prose, terms, index.idf(terms), index.analyze)
+    terms = analyze(["Who signed the memorandum?"])[0]
+    span = best_span(prose, terms, index.idf(terms), analyze)
     assert span.text == "A memorandum was signed by China and Russia."
     assert prose[span.start : span.end] == span.text
     words = [f"filler{i}" for i in range(60)]
     words[30:33] = ["tianlian", "relay", "satellit"]
     stemmed = " ".join(words)
-    terms = index.analyze(["tianlian relay satellite"])[0]
-    window = best_span(stemmed, terms, index.idf(terms), index.analyze)
+    terms = analyze(["tianlian relay satellite"])[0]
+    window = best_span(stemmed, terms, index.idf(terms), analyze)
     inside = window.text.split()
     assert len(inside) == 20 and "tianlian" in inside
     assert 6 <= inside.index("tianlian") <= 10  # centred on the match, context on both sides
     dense = {(0, 31): 0.9, (32, 76): 0.1, (77, 86): 0.2}  # a strong dense signal can outvote lexical
-    span = best_span(
-        prose, index.analyze(["When did it open?"])[0], index.idf(terms), index.analyze, dense, alpha=1.0
-    )
+    span = best_span(prose, analyze(["When did it open?"])[0], index.idf(terms), analyze, dense, alpha=1.0)
     assert span.text == "The symposium opened on Monday."

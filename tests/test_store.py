@@ -1,17 +1,29 @@
-"""The index directory: manifest checks, atomic versions, corruption detection."""
+"""Builds and the index directory: what a build records, what a rebuild keeps, atomic generations,
+corruption detection."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from indexer import ChunkingConfig, IndexLoadError, build_index, load_version
-from indexer import store as store_module
-from indexer.store import CURRENT, VERSIONS, current_version_dir
+from indexer import (
+    API_SOURCE,
+    ChunkingConfig,
+    Document,
+    IndexLoadError,
+    IndexReader,
+    build_index,
+    check_index,
+)
+from indexer import build as build_module
+from indexer.generation import GENERATIONS, MANIFEST, current_path
+from indexer.layout import CURRENT, STORE
+from indexer.passages import prepare_upserts
+from indexer.store import Store
+from server.retrieval import Searcher, SearchOptions
 
 
 @pytest.fixture()
@@ -29,73 +41,119 @@ def build(corpus: Path, index_dir: Path, encoder, **kwargs):
     return build_index([corpus], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig(), **kwargs)
 
 
-def load(index_dir: Path, encoder):
-    return load_version(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+def reader(index_dir: Path, encoder) -> IndexReader:
+    return IndexReader(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
 
 
-def test_manifest_records_the_build(small_corpus, tmp_path, encoder):
+def documents_of(index_dir: Path, encoder) -> dict[str, str]:
+    view = reader(index_dir, encoder).view
+    return {d["id"]: view.store.document(d["id"])["text"] for d in view.store.list_documents(0, 100)}
+
+
+def write_through_api(index_dir: Path, encoder, document: Document) -> None:
+    """What the documents API commits (tests/test_documents.py covers the HTTP path)."""
+    from indexer.writer import Writer
+
+    store = Store(index_dir / STORE)
+    upserts, _ = prepare_upserts([document], encoder, None, ChunkingConfig(**store.config.chunking))
+    Writer(index_dir, store).submit(upserts, store.config)
+
+
+def test_a_build_records_what_it_was_made_with(small_corpus, tmp_path, encoder):
     report = build(small_corpus, tmp_path / "index", encoder)
-    manifest = json.loads((report.version_dir / "manifest.json").read_text())
-    assert manifest["model_name"] == "all-MiniLM-L6-v2"
-    assert manifest["model_sha256"] == encoder.weights_sha256
-    assert manifest["dimension"] == 384
-    assert manifest["document_count"] == 2 and manifest["chunk_count"] == report.chunks
-    assert manifest["chunking"] == {"chunk_tokens": 128, "overlap": 32}
-    assert len(manifest["corpus_fingerprint"]) == 64 and manifest["built_at"]
-    assert {"dense.faiss", "chunks.sqlite", "lexical/ids.npy", "lexical/vocab.index.json"} <= set(
-        manifest["files"]
-    )
+    manifest = json.loads((report.generation_dir / MANIFEST).read_text())
+    assert manifest["model_sha256"] == encoder.weights_sha256 and manifest["dimension"] == 384
+    assert manifest["kind"] == "exact" and manifest["factory"] == "Flat"  # auto, below the threshold
+    assert manifest["passages"] == report.chunks and manifest["base_seq"] == 1
+    assert {"dense/dense.faiss", "dense/ids.npy"} <= set(manifest["files"])
     for name, meta in manifest["files"].items():
-        assert (report.version_dir / name).stat().st_size == meta["bytes"]
-    version = load(tmp_path / "index", encoder)
-    assert version.dense.ntotal == report.chunks
+        assert (report.generation_dir / name).stat().st_size == meta["bytes"]
+    store = Store(tmp_path / "index" / STORE)
+    assert store.config.chunking == {"chunk_tokens": 128, "overlap": 32}
+    assert store.config.model_name == "all-MiniLM-L6-v2" and store.counts(store.latest()) == (
+        2,
+        report.chunks,
+    )
+    view = reader(tmp_path / "index", encoder).view
+    assert view.dense.count == report.chunks == view.lexical.count and view.name == "0000000001"
 
 
-def test_fingerprint_changes_with_content(small_corpus, tmp_path, encoder):
-    first = build(small_corpus, tmp_path / "index", encoder)
+def test_a_rebuild_changes_only_what_changed_and_keeps_api_documents(small_corpus, tmp_path, encoder):
+    index_dir = tmp_path / "index"
+    build(small_corpus, index_dir, encoder)
+    write_through_api(
+        index_dir, encoder, Document("notes/api.md", "Written through the API.", source=API_SOURCE)
+    )
+    write_through_api(index_dir, encoder, Document("b.txt", "An API version of b.", source=API_SOURCE))
     (small_corpus / "b.txt").write_text("Tiangong is China's space station. Two astronauts live aboard.")
-    second = build(small_corpus, tmp_path / "index", encoder)
-    fp = [
-        json.loads((r.version_dir / "manifest.json").read_text())["corpus_fingerprint"]
-        for r in (first, second)
-    ]
-    assert fp[0] != fp[1]
+    (small_corpus / "a.txt").unlink()
+    (small_corpus / "c.txt").write_text("Chang'e 5 brought lunar samples back.")
+    report = build(small_corpus, index_dir, encoder)
+    assert report.documents == 2 and report.unchanged == 0
+    docs = documents_of(index_dir, encoder)
+    # a.txt left the corpus: gone; b.txt comes from its file again (the newer write); the API's own stays
+    assert set(docs) == {"b.txt", "c.txt", "notes/api.md"}
+    assert "Two astronauts" in docs["b.txt"]
+    again = build(small_corpus, index_dir, encoder)
+    assert again.unchanged == 2 and again.chunks == 0  # nothing made again
+    assert documents_of(index_dir, encoder) == docs
+
+
+def test_other_chunking_remakes_every_passage_api_documents_too(small_corpus, tmp_path, encoder):
+    index_dir = tmp_path / "index"
+    build(small_corpus, index_dir, encoder)
+    long_text = " ".join(f"Sentence number {i} about the lunar base." for i in range(40))
+    write_through_api(index_dir, encoder, Document("api", long_text, source=API_SOURCE))
+    before = reader(index_dir, encoder).view.store.document("api")["chunks"]
+    build_index([small_corpus], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig(32, 8))
+    store = Store(index_dir / STORE)
+    assert store.config.chunking == {"chunk_tokens": 32, "overlap": 8}
+    assert reader(index_dir, encoder).view.store.document("api")["chunks"] > before
 
 
 def test_other_model_or_dimension_is_refused(small_corpus, tmp_path, encoder):
     build(small_corpus, tmp_path / "index", encoder)
     with pytest.raises(IndexLoadError, match="rebuild"):
-        load_version(tmp_path / "index", model_sha256="0" * 64, dimension=encoder.dimension)
+        IndexReader(tmp_path / "index", model_sha256="0" * 64, dimension=encoder.dimension)
     with pytest.raises(IndexLoadError, match="dimension 768"):
-        load_version(tmp_path / "index", model_sha256=encoder.weights_sha256, dimension=768)
+        IndexReader(tmp_path / "index", model_sha256=encoder.weights_sha256, dimension=768)
 
 
 def test_no_index_is_a_clear_error(tmp_path, encoder):
     with pytest.raises(IndexLoadError, match="semqa index"):
-        load(tmp_path / "empty", encoder)
+        reader(tmp_path / "empty", encoder)
 
 
-@pytest.mark.parametrize(
-    "name", ["dense.faiss", "chunks.sqlite", "manifest.json", "lexical/data.csc.index.npy"]
-)
-@pytest.mark.parametrize("damage", ["truncate", "garble"])
-def test_damaged_files_are_refused_naming_the_file(small_corpus, tmp_path, encoder, name, damage):
-    report = build(small_corpus, tmp_path / "index", encoder)
-    target = report.version_dir / name
-    data = target.read_bytes()
-    if damage == "truncate":
-        target.write_bytes(data[: len(data) // 2])
+def damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
     else:
         middle = len(data) // 2
-        target.write_bytes(
+        path.write_bytes(
             data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
         )
-    with pytest.raises(IndexLoadError) as info:
-        load(tmp_path / "index", encoder)
-    assert name in str(info.value)
 
 
-def test_a_failed_build_leaves_the_previous_version_current(small_corpus, tmp_path, encoder, monkeypatch):
+@pytest.mark.parametrize("name", ["dense/dense.faiss", "dense/ids.npy", MANIFEST])
+@pytest.mark.parametrize("how", ["truncate", "garble"])
+def test_damaged_generation_files_are_refused_naming_the_file(small_corpus, tmp_path, encoder, name, how):
+    report = build(small_corpus, tmp_path / "index", encoder)
+    damage(report.generation_dir / name, how)
+    for check in (lambda: reader(tmp_path / "index", encoder), lambda: check_index(tmp_path / "index")):
+        with pytest.raises(IndexLoadError) as info:
+            check()
+        assert name in str(info.value)
+
+
+def test_a_damaged_store_is_refused_naming_it(small_corpus, tmp_path, encoder):
+    build(small_corpus, tmp_path / "index", encoder)
+    (tmp_path / "index" / STORE).write_bytes(b"not a database" * 100)
+    with pytest.raises(IndexLoadError, match=STORE):
+        reader(tmp_path / "index", encoder)
+
+
+def test_a_failed_build_leaves_the_previous_generation_served(small_corpus, tmp_path, encoder, monkeypatch):
     index_dir = tmp_path / "index"
     good = build(small_corpus, index_dir, encoder)
 
@@ -103,46 +161,51 @@ def test_a_failed_build_leaves_the_previous_version_current(small_corpus, tmp_pa
         raise OSError("disk full")
 
     (small_corpus / "c.txt").write_text("A third document that never lands.")
-    monkeypatch.setattr(store_module, "write_chunk_store", crash)
+    monkeypatch.setattr(build_module, "build_generation", crash)
     with pytest.raises(OSError, match="disk full"):
         build(small_corpus, index_dir, encoder)
-    assert current_version_dir(index_dir) == good.version_dir
-    assert load(index_dir, encoder).manifest.document_count == 2
-    assert not list((index_dir / VERSIONS).glob(".tmp-*"))
+    assert current_path(index_dir) == good.generation_dir
+    assert reader(index_dir, encoder).view.store.document_count == 2
+    assert not list((index_dir / GENERATIONS).glob(".tmp-*"))
 
 
-def test_leftovers_of_a_killed_build_are_never_loaded_and_are_cleaned(small_corpus, tmp_path, encoder):
+def test_leftovers_of_a_killed_build_are_never_served_and_are_cleaned(small_corpus, tmp_path, encoder):
     index_dir = tmp_path / "index"
     good = build(small_corpus, index_dir, encoder)
-    stale = index_dir / VERSIONS / ".tmp-killed"
+    stale = index_dir / GENERATIONS / ".tmp-killed"
     stale.mkdir()
     (stale / "dense.faiss").write_bytes(b"half")
-    assert load(index_dir, encoder).path == good.version_dir
+    assert reader(index_dir, encoder).view.generation.path == good.generation_dir
     build(small_corpus, index_dir, encoder)
     assert not stale.exists()
 
 
-def test_current_pointer_is_replaced_atomically_and_old_versions_pruned(small_corpus, tmp_path, encoder):
+def test_current_is_replaced_atomically_and_old_generations_pruned(small_corpus, tmp_path, encoder):
     index_dir = tmp_path / "index"
-    reports = [build(small_corpus, index_dir, encoder) for _ in range(5)]
-    assert (index_dir / CURRENT).read_text().strip() == reports[-1].version_dir.name
-    kept = sorted(p.name for p in (index_dir / VERSIONS).iterdir())
-    assert kept == sorted(r.version_dir.name for r in reports[-store_module.KEEP_VERSIONS :])
-    assert not [p for p in os.listdir(index_dir) if p.startswith(".CURRENT")]
+    reports = [build(small_corpus, index_dir, encoder) for _ in range(4)]
+    assert (index_dir / CURRENT).read_text().strip() == reports[-1].generation_dir.name
+    kept = sorted(p.name for p in (index_dir / GENERATIONS).iterdir())
+    assert kept == sorted(r.generation_dir.name for r in reports[-2:])  # the current one and the one before
+    assert not [p for p in index_dir.iterdir() if p.name.startswith(".CURRENT")]
 
 
-def test_faiss_factory_is_a_setting(small_corpus, tmp_path, encoder):
-    import faiss
+@pytest.mark.parametrize("factory, kind", [("HNSW16", "hnsw"), ("IVF1,Flat", "ivf"), ("Flat", "exact")])
+def test_faiss_factory_is_a_setting_and_every_kind_serves_hybrid(
+    small_corpus, tmp_path, encoder, factory, kind
+):
+    build(small_corpus, tmp_path / "index", encoder, faiss_factory=factory)
+    index = reader(tmp_path / "index", encoder)
+    assert index.view.manifest.kind == kind
+    searcher = Searcher(encoder, index)
+    top = searcher.search("space station astronauts", 1, SearchOptions(mode="hybrid"))[0]
+    assert top.chunk.document_id == "b.txt" and top.dense_score > 0
 
-    report = build(small_corpus, tmp_path / "index", encoder, faiss_factory="HNSW16")
-    version = load(tmp_path / "index", encoder)
-    assert isinstance(faiss.downcast_index(version.dense.index), faiss.IndexHNSWFlat)
-    assert version.dense.ntotal == report.chunks
-    vector = encoder.encode(["space station astronauts"])
-    _, ids = version.dense.search(vector, 1)
-    assert version.store.chunks([int(ids[0][0])])[int(ids[0][0])].document_id == "b.txt"
+
+def test_a_bad_factory_is_a_clear_error(small_corpus, tmp_path, encoder):
     with pytest.raises(ValueError, match="FAISS factory"):
-        build(small_corpus, tmp_path / "index2", encoder, faiss_factory="NotAnIndex")
+        build(small_corpus, tmp_path / "index", encoder, faiss_factory="NotAnIndex")
+    with pytest.raises(ValueError, match="cannot be trained"):
+        build(small_corpus, tmp_path / "index2", encoder, faiss_factory="IVF64,Flat")
 
 
 def test_embeddings_are_cached_by_text(small_corpus, tmp_path, encoder):
@@ -164,14 +227,3 @@ def test_embeddings_are_cached_by_text(small_corpus, tmp_path, encoder):
     assert all(np.array_equal(a, b) for a, b in zip(span_vectors, span_again, strict=True))
     _, _, computed = cache.encode(texts[:1], [[(0, 43)]])  # other spans of the same text: computed anew
     assert computed == 1
-
-
-def test_ivf_indexes_serve_hybrid_queries(small_corpus, tmp_path, encoder):
-    from server.retrieval import Searcher, SearchOptions
-
-    build(small_corpus, tmp_path / "index", encoder, faiss_factory="IVF1,Flat")
-    searcher = Searcher(encoder, load(tmp_path / "index", encoder))
-    top = searcher.search("space station astronauts", 1, SearchOptions(mode="hybrid"))[0]
-    assert top.chunk.document_id == "b.txt" and top.dense_score > 0
-    with pytest.raises(ValueError, match="cannot be trained"):
-        build(small_corpus, tmp_path / "index3", encoder, faiss_factory="IVF64,Flat")

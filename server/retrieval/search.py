@@ -1,4 +1,4 @@
-"""Search over a loaded index version: dense (FAISS), lexical (BM25) or hybrid (both, fused).
+"""Search over the current view of the index: dense (FAISS), lexical (BM25, tantivy) or hybrid (both, fused).
 
 Every query goes through the same steps: restrict to the requested documents, collect candidates from the
 retrievers the mode asks for, give every candidate both scores, rank by the mode's score, then apply
@@ -7,14 +7,14 @@ retrievers the mode asks for, give every candidate both scores, rank by the mode
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from embeddings import Encoder
-from indexer import Chunk, IndexVersion
+from indexer import Chunk, IndexReader, IndexView
+from indexer.lexical import ANALYZE
 from semqa.settings import Mode
 from server.retrieval.fusion import fuse
 from server.retrieval.highlight import Highlight, best_span
@@ -47,26 +47,18 @@ class RetrievalConfig:
 
 
 class Searcher:
-    """Retrieval over the current index version. Thread-safe: FAISS, BM25 and the chunk store are
-    read-only, the encoder serialises its own calls, and ``version`` may be replaced at any time (each
-    request reads it once)."""
+    """Retrieval over an ``IndexReader``'s current view. Thread-safe: views are immutable, the encoder
+    serialises its own calls, and each request reads ``reader.view`` once, so a refresh in between never
+    mixes two states of the index in one answer."""
 
-    def __init__(
-        self, encoder: Encoder, version: IndexVersion, config: RetrievalConfig | None = None
-    ) -> None:
+    def __init__(self, encoder: Encoder, reader: IndexReader, config: RetrievalConfig | None = None) -> None:
         self.encoder = encoder
-        self.version = version
+        self.reader = reader
         self.config = config or RetrievalConfig()
-        self._install_lock = threading.Lock()
 
-    def install(self, version: IndexVersion) -> bool:
-        """Serve ``version`` if it is newer than the one served (version names sort by sequence), so that
-        a slow load finishing late can never take the service back to an older version."""
-        with self._install_lock:
-            if version.name <= self.version.name:
-                return False
-            self.version = version
-            return True
+    @property
+    def view(self) -> IndexView:
+        return self.reader.view
 
     def search(self, question: str, top_k: int = 5, options: SearchOptions | None = None) -> list[Passage]:
         return self.search_batch([question], top_k, options)[0]
@@ -91,104 +83,79 @@ class Searcher:
         """The ``top_k`` best passages for each question, best first (questions embedded in one batch,
         unless their ``vectors`` are given)."""
         options = options or SearchOptions()
-        version = self.version  # one version for the whole request, even if a newer one is swapped in
-        if version.dense.ntotal == 0:  # every document was deleted
+        view = self.reader.view  # one view for the whole request, even if a newer one is swapped in
+        if view.store.chunk_count == 0:  # every document was deleted
             return [[] for _ in questions]
         allowed = None
         if options.documents is not None:
-            allowed = np.array(version.store.chunk_ids_of(list(options.documents)), dtype=np.int64)
+            allowed = view.store.chunk_ids_of(list(options.documents))
             if not len(allowed):
                 return [[] for _ in questions]
         depth = max(self.config.candidates, top_k * (10 if options.group_by_document else 1))
-        dense_found = None
+        dense_found: list[tuple[np.ndarray, np.ndarray]] | None = None
         if options.mode != "lexical":
             if vectors is None:
                 vectors = self.encoder.encode(questions)
-            dense_found = self._dense_candidates(version, vectors, depth, allowed)
+            dense_found = view.dense.search(vectors, depth, allowed)
         results = []
         for row, question in enumerate(questions):
+            terms = ANALYZE([question])[0]
+            vector = None if vectors is None or dense_found is None else vectors[row]
             ids, dense, lexical = self._candidates(
-                version,
-                question,
-                None if dense_found is None else dense_found[row],
-                depth,
-                options.mode,
-                allowed,
+                view, terms, vector, None if dense_found is None else dense_found[row], depth, options
             )
-            passages = self._rank(version, ids, dense, lexical, top_k, options)
+            passages = self._rank(view, ids, dense, lexical, top_k, options)
             if options.highlight:
-                passages = self._highlight(
-                    version, question, None if dense_found is None else dense_found[row][0], passages
-                )
+                passages = self._highlight(view, terms, vector, passages)
             results.append(passages)
         return results
 
-    def _dense_candidates(
-        self, version: IndexVersion, vectors: np.ndarray, depth: int, allowed: np.ndarray | None
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per question: its vector and the ids of its ``depth`` nearest chunks (one FAISS call for all)."""
-        params = None
-        if allowed is not None:
-            import faiss
-
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-        dense_index = version.dense
-        _, found = dense_index.search(vectors, min(depth, dense_index.ntotal), params=params)
-        return [(vector, row[row >= 0]) for vector, row in zip(vectors, found, strict=True)]
-
     def _candidates(
         self,
-        version: IndexVersion,
-        question: str,
+        view: IndexView,
+        terms: list[str],
+        vector: np.ndarray | None,
         dense_found: tuple[np.ndarray, np.ndarray] | None,
         depth: int,
-        mode: str,
-        allowed: np.ndarray | None,
+        options: SearchOptions,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Candidate chunk ids with their dense and lexical scores."""
-        lexical_index = version.lexical
-        proposed: list[np.ndarray] = []
-        if dense_found is not None:
-            proposed.append(dense_found[1])
-        all_lexical = lexical_index.scores(question)
-        if allowed is not None:
-            mask = np.zeros(len(all_lexical), dtype=bool)
-            mask[lexical_index.rows(allowed)] = True
-            all_lexical = np.where(mask, all_lexical, -np.inf)
-        if mode != "dense":
-            top = np.argpartition(-all_lexical, min(depth, len(all_lexical) - 1))[:depth]
-            top = top[np.isfinite(all_lexical[top]) & (all_lexical[top] > 0)]
-            proposed.append(lexical_index.ids[top])
-        ids = np.unique(np.concatenate(proposed)) if proposed else np.zeros(0, dtype=np.int64)
-        lexical = all_lexical[lexical_index.rows(ids)]
-        if dense_found is not None and len(ids):
-            dense = version.dense.reconstruct_batch(ids) @ dense_found[0]
-        else:
+        """Candidate chunk ids with both their scores: each retriever proposes its ``depth`` best, and the
+        other's score is computed for the ones it did not propose."""
+        dense_ids, dense_scores = dense_found if dense_found is not None else (np.zeros(0, np.int64), None)
+        lexical_ids, lexical_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if options.mode != "dense":
+            lexical_ids, lexical_scores = view.lexical.search(terms, depth, options.documents)
+        ids = np.unique(np.concatenate([dense_ids, lexical_ids]))
+        lexical = _scores_for(
+            ids, lexical_ids, lexical_scores, lambda missing: view.lexical.scores(terms, missing)
+        )
+        if vector is None:
             dense = np.zeros(len(ids), dtype=np.float32)
+        else:
+            dense = _scores_for(
+                ids, dense_ids, dense_scores, lambda missing: view.dense.vectors(missing) @ vector
+            )
         return ids, dense, lexical
 
     def _highlight(
-        self, version: IndexVersion, question: str, vector: np.ndarray | None, passages: list[Passage]
+        self, view: IndexView, terms: list[str], vector: np.ndarray | None, passages: list[Passage]
     ) -> list[Passage]:
         """Each passage with its best span (lexical evidence only in lexical mode: no question vector)."""
-        lexical = version.lexical
-        terms = lexical.analyze([question])[0]
-        idf = lexical.idf(terms)
-        chunk_ids = [p.chunk.chunk_id for p in passages]
-        stored = {} if vector is None else version.store.spans(chunk_ids, self.encoder.dimension)
+        idf = view.lexical.idf(terms)
+        stored = {} if vector is None else view.store.spans([p.chunk.chunk_id for p in passages])
         highlighted = []
         for p in passages:
             offsets, vectors = stored.get(p.chunk.chunk_id, ([], None))
             dense = dict(zip(offsets, (vectors @ vector).tolist(), strict=True)) if offsets else None
             span = best_span(
-                p.chunk.text, terms, idf, lexical.analyze, dense, self.config.highlight_alpha, p.chunk.title
+                p.chunk.text, terms, idf, ANALYZE, dense, self.config.highlight_alpha, p.chunk.title
             )
             highlighted.append(replace(p, highlight=span))
         return highlighted
 
     def _rank(
         self,
-        version: IndexVersion,
+        view: IndexView,
         ids: np.ndarray,
         dense: np.ndarray,
         lexical: np.ndarray,
@@ -207,13 +174,13 @@ class Searcher:
         if options.min_score is not None:
             order = order[scores[order] >= options.min_score]
         if options.group_by_document:
-            document_of = version.store.document_of([int(ids[i]) for i in order])
+            document_of = view.store.document_of([int(ids[i]) for i in order])
             first: dict[str, int] = {}
             for i in order:
                 first.setdefault(document_of[int(ids[i])], int(i))
             order = np.array(list(first.values()), dtype=np.int64)
         order = order[:top_k]
-        chunks = version.store.chunks([int(ids[i]) for i in order])
+        chunks = view.store.chunks([int(ids[i]) for i in order])
         return [
             Passage(
                 chunks[int(ids[i])],
@@ -222,4 +189,22 @@ class Searcher:
                 float(lexical[i]),
             )
             for i in order
+            if int(ids[i]) in chunks  # a passage a newer commit replaced meanwhile is not served
         ]
+
+
+def _scores_for(
+    ids: np.ndarray,
+    known_ids: np.ndarray,
+    known: np.ndarray | None,
+    compute: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """The score of each of ``ids``: from ``known`` where the retriever proposed it, ``compute``d for the rest."""
+    out = np.zeros(len(ids), dtype=np.float32)
+    have = np.isin(ids, known_ids) if known is not None else np.zeros(len(ids), dtype=bool)
+    if have.any():
+        lookup = dict(zip(known_ids.tolist(), np.asarray(known).tolist(), strict=True))
+        out[have] = [lookup[int(i)] for i in ids[have]]
+    if (~have).any():
+        out[~have] = compute(ids[~have])
+    return out
