@@ -63,7 +63,7 @@ def measure(
         rows.append(
             {
                 "dataset": name,
-                "chunks": version.manifest.chunk_count,
+                "chunks": reader.view.store.chunk_count,
                 "mode": mode,
                 "http_p50": percentile(http, 50),
                 "http_p95": percentile(http, 95),
