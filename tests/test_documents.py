@@ -325,3 +325,54 @@ def test_a_delete_that_lost_a_race_commits_nothing(writable):
     latest = store.latest()
     committed = Writer(index_dir, store).submit([Delete("deleted/by-someone-else.md")], store.config)
     assert committed.outcomes == ["missing"] and committed.seq is None and store.latest() == latest
+
+
+def test_many_concurrent_writers_over_http_lose_nothing(tmp_path, corpus_build, corpus_settings):
+    """Plain clients, no retries: every write answered 200, every acknowledged write there, every delete gone."""
+    import threading
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(
+        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
+    )
+    env = {
+        "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
+        "SEMQA_API_KEYS": KEY,
+        "SEMQA_RATE_LIMIT": "",
+        "SEMQA_WRITE_RATE_LIMIT": "",
+    }
+    statuses: list[int] = []
+    with running_server(["--index-dir", str(index_dir), "--workers", "2"], env=env) as server:
+
+        def client(number: int) -> None:
+            for i in range(6):
+                doc = {
+                    "id": f"c{number}/{i}",
+                    "text": f"Client {number} wrote note {i} about Tianhe module {i}.",
+                }
+                statuses.append(
+                    requests.post(
+                        server.url + "/documents", json={"documents": [doc]}, headers=AUTH, timeout=60
+                    ).status_code
+                )
+                if i % 2:
+                    statuses.append(
+                        requests.delete(
+                            f"{server.url}/documents/c{number}/{i - 1}", headers=AUTH, timeout=60
+                        ).status_code
+                    )
+                question = {"question": f"What did client {number} write?", "top_k": 3}
+                statuses.append(requests.post(server.url + "/ask", json=question, timeout=60).status_code)
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        listed = {
+            d["id"]
+            for d in requests.get(server.url + "/documents?limit=1000", timeout=10).json()["documents"]
+        }
+    assert set(statuses) == {200}, [s for s in statuses if s != 200]
+    expected = {f"c{n}/{i}" for n in range(8) for i in range(6) if i % 2}
+    assert {d for d in listed if d.startswith("c")} == expected
