@@ -131,6 +131,10 @@ def _in_batches(values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
         yield ",".join("?" * len(part)), part
 
 
+def _document_id(change: Change) -> str:
+    return change.document.id if isinstance(change, Upsert) else change.document_id
+
+
 def _same(stored: Sequence[Any], document: Document) -> bool:
     """Whether a stored (title, text, metadata, source) is ``document``'s. Metadata compares as stored
     JSON: JSON true and 1 are different values, which Python's == calls equal."""
@@ -262,58 +266,66 @@ class Store:
         return committed
 
     def _apply(self, db: sqlite3.Connection, changes: Sequence[Change]) -> Committed:
+        """The net effect of ``changes`` per document, worked out in memory against the live rows (read in
+        batches), then written in bulk: a build of a million passages is a few statements, not millions."""
         previous = int(db.execute("SELECT MAX(seq) FROM commits").fetchone()[0])
         seq = previous + 1
         documents, chunks = db.execute(
             "SELECT documents, chunks FROM commits WHERE seq = ?", (previous,)
         ).fetchone()
+        ids = list(dict.fromkeys(_document_id(c) for c in changes))
+        live: dict[str, tuple[Any, ...]] = {}
+        for marks, part in _in_batches(ids):
+            for row in db.execute(
+                f"SELECT id, title, text, metadata, source, chunk_count FROM documents "
+                f"WHERE id IN ({marks}) AND dseq IS NULL",
+                part,
+            ):
+                live[row[0]] = row[1:]
+        state: dict[str, tuple[Any, ...] | None] = dict(live)  # each document as the next change finds it
+        final: dict[str, Upsert | None] = {}  # what each touched document becomes: its last upsert, or gone
         outcomes: list[str] = []
         for change in changes:
-            document_id = change.document.id if isinstance(change, Upsert) else change.document_id
-            live = db.execute(
-                "SELECT seq, title, text, metadata, source, chunk_count FROM documents "
-                "WHERE id = ? AND dseq IS NULL",
-                (document_id,),
-            ).fetchone()
+            document_id = _document_id(change)
+            current = state.get(document_id)
             if isinstance(change, Upsert):
-                if live is not None and _same(live[1:5], change.document) and not change.force:
+                if current is not None and _same(current[:4], change.document) and not change.force:
                     outcomes.append("unchanged")
                     continue
                 outcomes.append("changed")
+                d = change.document
+                state[document_id] = (d.title, d.text, json.dumps(d.metadata), d.source, len(change.passages))
+                final[document_id] = change
             else:
-                outcomes.append("missing" if live is None else "deleted")
-                if live is None:
-                    continue
-            if live is not None:
-                documents -= 1
-                chunks -= live[5]
-                self._retire(db, document_id, int(live[0]), seq)
-            if isinstance(change, Upsert):
-                self._insert(db, change, seq)
-                documents += 1
-                chunks += len(change.passages)
-        if all(o in ("unchanged", "missing") for o in outcomes):
+                outcomes.append("missing" if current is None else "deleted")
+                if current is not None:
+                    state[document_id] = final[document_id] = None
+        touched = set(final)
+        if not touched:
             return Committed(None, outcomes)
+        retired = [d for d in touched if d in live]
+        db.executemany(
+            "UPDATE documents SET dseq = ? WHERE id = ? AND dseq IS NULL", [(seq, d) for d in retired]
+        )
+        db.executemany(
+            "UPDATE chunks SET dseq = ? WHERE document_id = ? AND dseq IS NULL", [(seq, d) for d in retired]
+        )
+        inserted = [u for u in final.values() if u is not None]
+        self._insert(db, inserted, seq)
+        documents += len(inserted) - len(retired)
+        chunks += sum(len(u.passages) for u in inserted) - sum(live[d][4] for d in retired)
         db.execute("INSERT INTO commits VALUES (?, ?, ?, ?)", (seq, documents, chunks, time.time()))
         return Committed(seq, outcomes)
 
     @staticmethod
-    def _retire(db: sqlite3.Connection, document_id: str, live_seq: int, seq: int) -> None:
-        """End the live rows of a document at ``seq``; rows this same commit inserted (a document twice in
-        one group commit) are removed outright: they were never live at any committed sequence."""
-        if live_seq == seq:
-            db.execute("DELETE FROM documents WHERE id = ? AND seq = ?", (document_id, seq))
-            db.execute("DELETE FROM chunks WHERE document_id = ? AND seq = ?", (document_id, seq))
-            return
-        db.execute("UPDATE documents SET dseq = ? WHERE id = ? AND dseq IS NULL", (seq, document_id))
-        db.execute("UPDATE chunks SET dseq = ? WHERE document_id = ? AND dseq IS NULL", (seq, document_id))
-
-    @staticmethod
-    def _insert(db: sqlite3.Connection, upsert: Upsert, seq: int) -> None:
-        d = upsert.document
-        db.execute(
+    def _insert(db: sqlite3.Connection, upserts: Sequence[Upsert], seq: int) -> None:
+        db.executemany(
             "INSERT INTO documents VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
-            (d.id, seq, d.title, d.text, json.dumps(d.metadata), d.source, len(upsert.passages)),
+            (
+                (d.id, seq, d.title, d.text, json.dumps(d.metadata), d.source, len(u.passages))
+                for u in upserts
+                for d in (u.document,)
+            ),
         )
         db.executemany(
             "INSERT INTO chunks VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -331,7 +343,8 @@ class Store:
                     _spans_blob(p.spans),
                     np.asarray(p.span_vectors, dtype=np.float16).tobytes(),
                 )
-                for p in upsert.passages
+                for u in upserts
+                for p in u.passages
             ),
         )
 
