@@ -23,6 +23,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else 0.0
 
 
+def rollup(pid: int) -> dict[str, int]:
+    """kB figures of /proc/<pid>/smaps_rollup (Rss, Pss, Shared_Clean, ...)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0])
+    return fields
+
+
+def worker_pids(master: int) -> list[int]:
+    """The gunicorn workers of a `semqa serve` master."""
+    return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
+
 def corpus_questions() -> list[str]:
     """The dev questions about the default corpus (the repository's small sample without ../shared)."""
     path = SHARED / "dev_questions.tsv" if (SHARED / "dev_questions.tsv").is_file() else SAMPLE

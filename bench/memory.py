@@ -14,19 +14,10 @@ import tempfile
 from pathlib import Path
 
 import requests
-from common import SHARED, build_cached
+from common import SHARED, build_cached, rollup, worker_pids
 
 from embeddings import load_encoder
 from semqa.launch import running_server
-
-
-def rollup(pid: int) -> dict[str, int]:
-    """kB figures of /proc/<pid>/smaps_rollup."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, value = line.split(":", 1)
-        fields[name] = int(value.split()[0])
-    return fields
 
 
 def measure(name: str, corpus: Path) -> dict[str, object]:
@@ -40,9 +31,7 @@ def measure(name: str, corpus: Path) -> dict[str, object]:
         ) as server:
             for _ in range(20):  # touch the index in both workers
                 requests.post(server.url + "/ask", json={"question": "What causes disease?"}, timeout=60)
-            master = server.process.pid
-            workers = [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
-            stats = [rollup(pid) for pid in workers]
+            stats = [rollup(pid) for pid in worker_pids(server.process.pid)]
     return {
         "dataset": name,
         "chunks": report.chunks,
