@@ -179,12 +179,11 @@ class ShardEmbedder:
         self.cache = None
         if cache_dir and Path(cache_dir).is_dir():
             self.cache = EmbeddingCache(Path(cache_dir), self.encoder)
-        elif cache_dir:
-            log.warning("no embedding cache on %s (%s is not a folder there)", os.uname().nodename, cache_dir)
+        self.node = "" if self.cache is not None or not cache_dir else os.uname().nodename  # has no cache
         self.provenance = provenance(self.encoder, chunking)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"shard": [], "parquet": [], "passages": [], "embedded": []}
+        out: dict[str, list[Any]] = {"shard": [], "parquet": [], "embedded": [], "uncached_node": []}
         for name, blob in zip(batch["shard"], batch["documents"], strict=True):
             documents = pickle.loads(blob)
             chunks, spans, vectors, span_vectors, embedded = embed_documents(
@@ -194,8 +193,8 @@ class ShardEmbedder:
             write_passages(buffer, documents, chunks, vectors, spans, span_vectors, self.provenance)
             out["shard"].append(name)
             out["parquet"].append(buffer.getvalue())
-            out["passages"].append(len(chunks))
             out["embedded"].append(embedded)
+            out["uncached_node"].append(self.node)
         return out
 
 
@@ -209,18 +208,22 @@ def read_files(batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
 
 @contextmanager
 def ray_session(address: str) -> Iterator[None]:
-    """Ray, connected: to ``address`` (``auto``: the cluster this node belongs to), or a new local instance
-    with this machine's cores. A connection the caller already holds is used as it is."""
+    """Ray, connected: to ``address`` (``auto``: the cluster this node joined), or a new local instance with
+    this machine's cores and no dashboard. A connection the caller already holds is used as it is. Workers' logs stay in Ray's
+    session folder: what goes wrong in them comes back here as exceptions."""
     import ray
 
     if ray.is_initialized():
         yield
         return
+    # Ray's own default for a new local instance is token authentication, and it says so with a warning.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(
         address=address or None,
         num_cpus=None if address else os.cpu_count(),
         include_dashboard=False,
-        logging_level=logging.WARNING,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
     )
     try:
         yield
@@ -234,8 +237,7 @@ def _quiet_ray_data(progress: bool) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress
     context.print_on_execution_start = False
-    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def _read_corpus(files: Sequence[Any], cpus: int) -> CorpusCollector:
@@ -359,9 +361,17 @@ def build_index_with_ray(
                 },
                 **_actor_options(options, len(todo)),
             )
+            uncached = set()
             for row in dataset.iter_rows():
                 _write_atomically(shards_dir / str(row["shard"]), row["parquet"])
                 embedded += int(row["embedded"])
+                uncached.add(str(row["uncached_node"]))
+            for node in sorted(uncached - {""}):
+                log.warning(
+                    "node %s has no embedding cache folder %s: its actors embedded everything",
+                    node,
+                    cache_dir,
+                )
         embed_seconds = time.perf_counter() - embed_started
     report = build_index(
         [*(shards_dir / s.file_name for s in shards), *parquet_inputs],

@@ -1,0 +1,210 @@
+"""The Ray build (``semqa index --engine ray``) on a real local Ray instance with 2 CPUs: the index equals a
+single-process build's (passage ids, offsets, texts, vectors, spans, skipped files and their messages, answers
+to the dev questions); killed midway it leaves the served index untouched, and a re-run reuses its shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import closing
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings import EmbeddingCache, load_encoder
+from indexer import ChunkingConfig, CorpusError, build_index, load_version
+from indexer.ray_build import RayOptions, build_index_with_ray
+from indexer.store import CURRENT, VERSIONS, current_version_dir, open_published
+from semqa.evaluation import read_questions
+from server.retrieval import Searcher, SearchOptions
+from tests.conftest import CORPUS, DATA, REPO
+from tests.pdfgen import write_pdf
+
+SHARD_CHARS = 3000  # small shards: several per run, so both actors work and a kill finds some done
+DEV_QUESTIONS = REPO.parent / "shared" / "eval" / "dev_questions.tsv"
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The corpus and one file of every other format, a JSONL with a bad line and an empty document, and
+    two files that cannot be read."""
+    root = tmp_path_factory.mktemp("ray-docs")
+    shutil.copytree(CORPUS, root, dirs_exist_ok=True)
+    (root / "reports").mkdir()
+    write_pdf(
+        root / "reports" / "mission.pdf",
+        ["The lander touched down in the crater.", "The rover drove two kilometres."],
+        title="Mission report",
+    )
+    (root / "reports" / "briefing.html").write_text(
+        "<html><head><title>Briefing</title></head><body><p>The orbiter relays data to Earth.</p></body></html>"
+    )
+    records = [
+        {
+            "id": "notes/1",
+            "title": "Fuel",
+            "text": "The upper stage burns liquid hydrogen.",
+            "metadata": {"n": 1},
+        },
+        "{not json",
+        {"id": "notes/2", "text": "   "},
+    ]
+    (root / "notes.jsonl").write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records))
+    (root / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (root / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_build(docs, tmp_path_factory, encoder, cache_dir):
+    index_dir = tmp_path_factory.mktemp("local-index")
+    report = build_index(
+        [docs],
+        index_dir=index_dir,
+        encoder=encoder,
+        chunking=ChunkingConfig(),
+        cache=EmbeddingCache(cache_dir, encoder),
+    )
+    return index_dir, report
+
+
+def contents(index_dir: Path) -> dict:
+    """Everything a version holds that a build decides: documents, chunks, spans, vectors."""
+    version = current_version_dir(index_dir)
+    with closing(open_published(version / "chunks.sqlite")) as db:
+        documents = db.execute("SELECT * FROM documents ORDER BY rowid").fetchall()
+        chunks = db.execute(
+            'SELECT id, document_id, title, start, "end", text, metadata FROM chunks ORDER BY rowid'
+        ).fetchall()
+        spans = db.execute('SELECT chunk_id, start, "end", vector FROM spans ORDER BY rowid').fetchall()
+    import faiss
+
+    dense = faiss.read_index(str(version / "dense.faiss"))
+    return {
+        "documents": documents,
+        "chunks": chunks,
+        "span_offsets": [s[:3] for s in spans],
+        "span_vectors": np.stack([np.frombuffer(s[3], np.float16) for s in spans]).astype(np.float32),
+        "vectors": dense.reconstruct_batch(np.array([c[0] for c in chunks], dtype=np.int64)),
+    }
+
+
+def assert_same_index(actual: Path, expected: Path) -> None:
+    a, b = contents(actual), contents(expected)
+    assert a["documents"] == b["documents"]  # ids, titles, texts, metadata, chunk counts, sources
+    assert a["chunks"] == b["chunks"]  # passage ids, offsets, texts, page metadata, in the same order
+    assert a["span_offsets"] == b["span_offsets"]
+    np.testing.assert_allclose(a["vectors"], b["vectors"], atol=1e-5, rtol=0)
+    # Span vectors are stored as float16: a 1e-7 difference can round to neighbouring halves.
+    np.testing.assert_allclose(a["span_vectors"], b["span_vectors"], atol=2e-3, rtol=0)
+
+
+def ray_build(docs: Path, index_dir: Path, cache_dir: Path, encoder, *, use_cache: bool):
+    return build_index_with_ray(
+        [docs],
+        index_dir=index_dir,
+        encoder=encoder,
+        load_encoder=partial(load_encoder, "", "", 1),
+        chunking=ChunkingConfig(),
+        options=RayOptions(shard_chars=SHARD_CHARS),
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+    )
+
+
+def answers(index_dir: Path, encoder) -> list[tuple[int, str]]:
+    questions = read_questions(DEV_QUESTIONS if DEV_QUESTIONS.is_file() else DATA / "questions_sample.tsv")
+    version = load_version(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+    results = Searcher(encoder, version).search_batch([q.question for q in questions], 1, SearchOptions())
+    return [(p[0].chunk.chunk_id, p[0].highlight.text) for p in results]
+
+
+def test_ray_build_equals_the_single_process_build(docs, local_build, ray_address, encoder, tmp_path):
+    local_dir, local_report = local_build
+    result = ray_build(docs, tmp_path / "index", tmp_path / "cache", encoder, use_cache=False)
+    report = result.build
+    assert result.shards >= 3 and result.shards_reused == 0
+    assert report.embedded == report.chunks == local_report.chunks  # embedded by the actors, no cache
+    assert_same_index(tmp_path / "index", local_dir)
+    skipped = [(s.source, s.reason) for s in report.skipped]
+    assert skipped == [(s.source, s.reason) for s in local_report.skipped]
+    assert {Path(s.split(":")[0]).name for s, _ in skipped} == {"broken.pdf", "latin1.txt", "notes.jsonl"}
+    ours, theirs = answers(tmp_path / "index", encoder), answers(local_dir, encoder)
+    assert len(ours) >= 10 and ours == theirs  # the same top passage and highlight for every question
+
+
+def test_duplicate_ids_are_refused_as_in_a_local_build(tmp_path, ray_address, encoder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.jsonl").write_text('{"id": "same", "text": "one"}\n')
+    (docs / "b.jsonl").write_text('{"id": "same", "text": "two"}\n')
+    with pytest.raises(CorpusError) as local:
+        build_index([docs], index_dir=tmp_path / "i1", encoder=encoder, chunking=ChunkingConfig())
+    with pytest.raises(CorpusError) as distributed:
+        ray_build(docs, tmp_path / "i2", tmp_path / "cache", encoder, use_cache=True)
+    assert str(distributed.value) == str(local.value) and "a.jsonl:1" in str(local.value)
+    assert not (tmp_path / "i2" / CURRENT).exists()
+
+
+def published(index_dir: Path) -> tuple[str, list[str]]:
+    versions = sorted(p.name for p in (index_dir / VERSIONS).iterdir() if not p.name.startswith("."))
+    return (index_dir / CURRENT).read_text(), versions
+
+
+def test_killed_midway_leaves_the_served_index_and_a_rerun_reuses_shards(
+    docs, local_build, ray_address, tmp_path
+):
+    local_dir, local_report = local_build
+    index_dir = tmp_path / "index"
+    shutil.copytree(local_dir, index_dir)  # a served index, which the killed build must leave as it is
+    before = published(index_dir)
+    cache = tmp_path / "cache"  # fresh: the killed run really embeds
+    command = [
+        sys.executable, "-m", "semqa.cli", "index", str(docs), "--engine", "ray", "--ray-address", ray_address,
+        "--index-dir", str(index_dir), "--cache-dir", str(cache), "--ray-shard-chars", str(SHARD_CHARS), "--quiet",
+    ]  # fmt: skip
+    log = (tmp_path / "killed.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(cache.glob("ray-shards/*/*.parquet")) and time.monotonic() < deadline:
+        assert process.poll() is None, (tmp_path / "killed.log").read_text()
+        time.sleep(0.05)
+    assert process.poll() is None, "the build finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert published(index_dir) == before  # nothing published, the served version untouched
+    done = len(list(cache.glob("ray-shards/*/*.parquet")))
+    assert done >= 1
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    shards, reused = map(int, re.search(r"ray: (\d+) shards \((\d+) already done\)", rerun.stderr).groups())
+    assert done <= reused < shards
+    embedded = int(re.search(r"\((\d+) embedded", rerun.stderr).group(1))
+    assert embedded < local_report.chunks  # finished shards and the cache were not embedded again
+    assert published(index_dir) != before
+    assert_same_index(index_dir, local_dir)
+
+
+def test_index_flags_reach_the_settings():
+    from semqa.cli import build_parser, settings_from_args
+
+    args = build_parser().parse_args(
+        ["index", "--engine", "ray", "--ray-address", "auto", "--ray-num-gpus", "2", "--ray-workers", "3"]
+    )
+    settings = settings_from_args(args)
+    assert (settings.engine, settings.ray_address, settings.ray_num_gpus, settings.ray_workers) == (
+        "ray",
+        "auto",
+        2,
+        3,
+    )
+    assert settings_from_args(build_parser().parse_args(["index"])).engine == "local"
