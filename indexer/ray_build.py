@@ -78,6 +78,8 @@ class RayBuildReport:
     shards: int
     shards_reused: int  # shards found finished in the staging folder
     shards_dir: Path
+    actor_seconds: float  # time the actors spent on shards (chunking, embedding, writing), summed
+    final_seconds: float  # the build from the shards on this machine (reading them, FAISS, BM25, publishing)
 
 
 @dataclass(frozen=True)
@@ -183,8 +185,15 @@ class ShardEmbedder:
         self.provenance = provenance(self.encoder, chunking)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"shard": [], "parquet": [], "embedded": [], "uncached_node": []}
+        out: dict[str, list[Any]] = {
+            "shard": [],
+            "parquet": [],
+            "embedded": [],
+            "uncached_node": [],
+            "seconds": [],
+        }
         for name, blob in zip(batch["shard"], batch["documents"], strict=True):
+            started = time.perf_counter()
             documents = pickle.loads(blob)
             chunks, spans, vectors, span_vectors, embedded = embed_documents(
                 documents, self.encoder, self.chunking, self.cache, self.batch_size
@@ -195,6 +204,7 @@ class ShardEmbedder:
             out["parquet"].append(buffer.getvalue())
             out["embedded"].append(embedded)
             out["uncached_node"].append(self.node)
+            out["seconds"].append(time.perf_counter() - started)
         return out
 
 
@@ -346,7 +356,7 @@ def build_index_with_ray(
         shards_dir.mkdir(parents=True, exist_ok=True)
         todo = [s for s in shards if not _finished(shards_dir / s.file_name)]
         embed_started = time.perf_counter()
-        embedded = 0
+        embedded, actor_seconds = 0, 0.0
         if todo:
             items = [{"shard": s.file_name, "documents": pickle.dumps(s.documents)} for s in todo]
             dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
@@ -365,6 +375,7 @@ def build_index_with_ray(
             for row in dataset.iter_rows():
                 _write_atomically(shards_dir / str(row["shard"]), row["parquet"])
                 embedded += int(row["embedded"])
+                actor_seconds += float(row["seconds"])
                 uncached.add(str(row["uncached_node"]))
             for node in sorted(uncached - {""}):
                 log.warning(
@@ -373,6 +384,7 @@ def build_index_with_ray(
                     cache_dir,
                 )
         embed_seconds = time.perf_counter() - embed_started
+    final_started = time.perf_counter()
     report = build_index(
         [*(shards_dir / s.file_name for s in shards), *parquet_inputs],
         index_dir=index_dir,
@@ -382,6 +394,7 @@ def build_index_with_ray(
         batch_size=batch_size,
         progress=progress,
     )
+    final_seconds = time.perf_counter() - final_started
     used = {s.file_name for s in shards}
     for stale in shards_dir.glob("*.parquet"):
         if stale.name not in used:
@@ -394,7 +407,9 @@ def build_index_with_ray(
         seconds=time.perf_counter() - started,
         embed_seconds=embed_seconds,
     )
-    return RayBuildReport(build, len(shards), len(shards) - len(todo), shards_dir)
+    return RayBuildReport(
+        build, len(shards), len(shards) - len(todo), shards_dir, actor_seconds, final_seconds
+    )
 
 
 def _rows(paths: Sequence[Path]) -> int:
