@@ -161,7 +161,7 @@ def _build_with_ray(settings: Settings, paths: Sequence[Path]) -> None:
         paths,
         index_dir=settings.index_dir,
         encoder=load_encoder(settings.model, settings.model_sha256, settings.torch_threads),
-        load_encoder=partial(load_encoder, settings.model, settings.model_sha256, 1, device),
+        load_encoder=partial(load_encoder, settings.model, settings.model_sha256, threads=1, device=device),
         chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap),
         options=RayOptions(
             address=settings.ray_address,
