@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +63,23 @@ CUT_ONE_IN = 4  # once a shard is full, a document ends it when its id hash is 0
 READ_BLOCKS_PER_CPU = 4  # file-reading tasks per CPU of the cluster (small files: tasks are cheap)
 
 EncoderLoader = Callable[[], Encoder]
+
+
+class RayBuildError(RuntimeError):
+    """The cluster part of the build failed; the message carries what Ray reported."""
+
+
+def _cluster_error(exc: Exception) -> Exception:
+    """Our own error when a task or actor raised one (Ray wraps it with its traceback), else a short one."""
+    text = str(exc)
+    for kind in (ModelError, CorpusError):
+        found = re.search(rf"{kind.__name__}: (.+)", text)
+        if found:
+            return kind(found.group(1).strip())
+    last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+    return RayBuildError(
+        f"the Ray job failed: {last} (Ray's logs: /tmp/ray/session_latest/logs on each node)"
+    )
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,7 @@ class Shard:
 
 
 def _backend(encoder: Encoder) -> str:
+    """The encoder's backend where it records one, torch otherwise (the only backend that records none)."""
     return str(getattr(encoder, "backend", "torch"))
 
 
@@ -111,7 +130,7 @@ def shard_key(documents: Sequence[Document], made_by: Provenance) -> str:
             doc.id,
             doc.title,
             doc.source,
-            json.dumps(doc.metadata, sort_keys=True),
+            json.dumps(doc.metadata),
             json.dumps(doc.pages),
         ]
         digest.update(json.dumps(fields).encode())
@@ -343,46 +362,49 @@ def build_index_with_ray(
     made_by = provenance(encoder, chunking)
     shards_dir = staging_dir(cache_dir, paths, made_by, options.shard_chars)
     with ray_session(options.address):
-        _quiet_ray_data(progress)
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        collector = _read_corpus([f for f in files if not f.is_parquet], cpus)
-        documents = collector.result.documents
-        if not documents and not parquet_inputs:
-            raise CorpusError(
-                f"no indexable documents under {', '.join(map(str, paths))} "
-                f"({len(collector.result.skipped)} skipped)"
-            )
-        shards = plan_shards(documents, made_by, options.shard_chars)
-        shards_dir.mkdir(parents=True, exist_ok=True)
-        todo = [s for s in shards if not _finished(shards_dir / s.file_name)]
-        embed_started = time.perf_counter()
-        embedded, actor_seconds = 0, 0.0
-        if todo:
-            items = [{"shard": s.file_name, "documents": pickle.dumps(s.documents)} for s in todo]
-            dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                ShardEmbedder,
-                batch_size=1,
-                fn_constructor_kwargs={
-                    "load": load_encoder,
-                    "weights_sha256": encoder.weights_sha256,
-                    "chunking": chunking,
-                    "cache_dir": str(cache_dir.resolve()) if use_cache else "",
-                    "batch_size": batch_size,
-                },
-                **_actor_options(options, len(todo)),
-            )
-            uncached = set()
-            for row in dataset.iter_rows():
-                _write_atomically(shards_dir / str(row["shard"]), row["parquet"])
-                embedded += int(row["embedded"])
-                actor_seconds += float(row["seconds"])
-                uncached.add(str(row["uncached_node"]))
-            for node in sorted(uncached - {""}):
-                log.warning(
-                    "node %s has no embedding cache folder %s: its actors embedded everything",
-                    node,
-                    cache_dir,
+        try:
+            _quiet_ray_data(progress)
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            collector = _read_corpus([f for f in files if not f.is_parquet], cpus)
+            documents = collector.result.documents
+            if not documents and not parquet_inputs:
+                raise CorpusError(
+                    f"no indexable documents under {', '.join(map(str, paths))} "
+                    f"({len(collector.result.skipped)} skipped)"
                 )
+            shards = plan_shards(documents, made_by, options.shard_chars)
+            shards_dir.mkdir(parents=True, exist_ok=True)
+            todo = [s for s in shards if not _finished(shards_dir / s.file_name)]
+            embed_started = time.perf_counter()
+            embedded, actor_seconds = 0, 0.0
+            if todo:
+                items = [{"shard": s.file_name, "documents": pickle.dumps(s.documents)} for s in todo]
+                dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                    ShardEmbedder,
+                    batch_size=1,
+                    fn_constructor_kwargs={
+                        "load": load_encoder,
+                        "weights_sha256": encoder.weights_sha256,
+                        "chunking": chunking,
+                        "cache_dir": str(cache_dir.resolve()) if use_cache else "",
+                        "batch_size": batch_size,
+                    },
+                    **_actor_options(options, len(todo)),
+                )
+                uncached = set()
+                for row in dataset.iter_rows():
+                    _write_atomically(shards_dir / str(row["shard"]), row["parquet"])
+                    embedded += int(row["embedded"])
+                    actor_seconds += float(row["seconds"])
+                    uncached.add(str(row["uncached_node"]))
+                for node in sorted(uncached - {""}):
+                    log.warning(
+                        "node %s has no embedding cache folder %s: its actors embedded everything",
+                        node,
+                        cache_dir,
+                    )
+        except ray.exceptions.RayError as exc:  # a task or actor failed: say what, not Ray's traceback
+            raise _cluster_error(exc) from exc
         embed_seconds = time.perf_counter() - embed_started
     final_started = time.perf_counter()
     report = build_index(
@@ -396,7 +418,7 @@ def build_index_with_ray(
     )
     final_seconds = time.perf_counter() - final_started
     used = {s.file_name for s in shards}
-    for stale in shards_dir.glob("*.parquet"):
+    for stale in [*shards_dir.glob("*.parquet"), *shards_dir.glob(".*.tmp")]:  # tmp: a killed run's
         if stale.name not in used:
             stale.unlink(missing_ok=True)
     build = replace(

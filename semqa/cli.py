@@ -314,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from embeddings import ModelError
     from indexer import CorpusError, IndexLoadError
+    from indexer.ray_build import RayBuildError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
@@ -322,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, settings)
     except ValidationError as exc:
         print(f"semqa: invalid setting: {exc}", file=sys.stderr)
-    except (CorpusError, IndexLoadError, ModelError, FileNotFoundError, ValueError) as exc:
+    except (CorpusError, IndexLoadError, ModelError, RayBuildError, FileNotFoundError, ValueError) as exc:
         print(f"semqa {args.command}: {exc}", file=sys.stderr)
     return 1
 
