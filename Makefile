@@ -48,7 +48,7 @@ bench: install
 
 # The Ray build against the single-process build on 600 SciFact abstracts (cache off), and the scaling table.
 bench-ray: install
-	$(BIN)/python bench/ray_build.py --docs 600
+	$(BIN)/python bench/ray_build.py --docs 600 --rounds 3
 
 # Load test, not in the suite: 16 clients against 2 workers, questions mixed with upserts and deletes.
 soak: install

@@ -247,13 +247,20 @@ def ray_session(address: str) -> Iterator[None]:
         return
     # Ray's own default for a new local instance is token authentication, and it says so with a warning.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    ray.init(
-        address=address or None,
-        num_cpus=None if address else os.cpu_count(),
-        include_dashboard=False,
-        logging_level=logging.ERROR,
-        log_to_driver=False,
-    )
+    try:
+        ray.init(
+            address=address or None,
+            num_cpus=None if address else os.cpu_count(),
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
+    except (ConnectionError, RuntimeError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise RayBuildError(
+            f"could not connect to {where} ({exc}); start a cluster with `ray start --head`, or leave "
+            "--ray-address empty to start a local instance"
+        ) from exc
     try:
         yield
     finally:
