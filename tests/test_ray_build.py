@@ -204,3 +204,20 @@ def test_index_flags_reach_the_settings():
         3,
     )
     assert settings_from_args(build_parser().parse_args(["index"])).engine == "local"
+
+
+def test_an_actor_with_other_weights_refuses_naming_its_node(encoder):
+    """What each actor checks after loading its model (in process here: the class is plain Python), and
+    how the driver turns the error Ray wraps back into ours."""
+    from embeddings import ModelError
+    from indexer.ray_build import ShardEmbedder, _cluster_error
+
+    with pytest.raises(
+        ModelError, match=f"on node {os.uname().nodename} has weights {encoder.weights_sha256[:12]}"
+    ):
+        ShardEmbedder(lambda: encoder, "0" * 64, ChunkingConfig(), "", 32)
+    wrapped = RuntimeError(
+        "ray::MapWorker.__init__()\n  ...\nembeddings.model.ModelError: the model on node n1 differs"
+    )
+    error = _cluster_error(wrapped)
+    assert isinstance(error, ModelError) and str(error) == "the model on node n1 differs"
