@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 
 from embeddings import EmbeddingCache, load_encoder
 from indexer import ChunkingConfig, CorpusError, build_index, load_version
 from indexer.ray_build import RayOptions, build_index_with_ray
 from indexer.store import CURRENT, VERSIONS, current_version_dir, open_published
 from semqa.evaluation import read_questions
+from semqa.launch import running_server
 from server.retrieval import Searcher, SearchOptions
 from tests.conftest import CORPUS, DATA, REPO
 from tests.pdfgen import write_pdf
@@ -188,6 +190,17 @@ def test_killed_midway_leaves_the_served_index_and_a_rerun_reuses_shards(
     assert rerun.build.embedded < local_report.chunks  # finished shards and the cache were not embedded again
     assert published(index_dir) != before
     assert_same_index(index_dir, local_dir)
+    # Served over HTTP, the Ray-built index gives the single-process build's answers.
+    questions = read_questions(DEV_QUESTIONS if DEV_QUESTIONS.is_file() else DATA / "questions_sample.tsv")[
+        :5
+    ]
+    expected = answers(local_dir, encoder)[:5]
+    env = {"SEMQA_CACHE_DIR": str(cache), "SEMQA_QUIET": "1"}
+    with running_server(["--index-dir", str(index_dir)], env=env) as server:
+        for question, (chunk_id, highlight) in zip(questions, expected, strict=True):
+            body = {"question": question.question, "top_k": 1}
+            top = requests.post(server.url + "/ask", json=body, timeout=30).json()["passages"][0]
+            assert (int(top["chunk_id"]), top["highlight"]["text"]) == (chunk_id, highlight)
 
 
 def test_index_flags_reach_the_settings():
