@@ -237,16 +237,20 @@ class _FileReader:
 
     # --- one record batch -------------------------------------------------------------------------------
 
-    def _strings(self, batch: pa.RecordBatch, name: str, row: int, *, required: bool) -> list[str | None]:
+    def _string_column(self, batch: pa.RecordBatch, name: str) -> pa.Array:
         column = batch.column(name)
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             raise self.fail(None, f"column {name} must be string, not {column.type}")
-        if required:
-            if column.null_count:
-                raise self.fail(row + _first(column.is_null()), f"{name} is null")
-            blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
-            if pc.any(blank).as_py():
-                raise self.fail(row + _first(blank), f"{name} is empty")
+        return column
+
+    def _strings(self, batch: pa.RecordBatch, name: str, row: int) -> list[str]:
+        """A required string column: no nulls, nothing empty."""
+        column = self._string_column(batch, name)
+        if column.null_count:
+            raise self.fail(row + _first(column.is_null()), f"{name} is null")
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
+        if pc.any(blank).as_py():
+            raise self.fail(row + _first(blank), f"{name} is empty")
         return column.to_pylist()
 
     def _integers(self, batch: pa.RecordBatch, name: str, row: int) -> np.ndarray:
@@ -286,18 +290,21 @@ class _FileReader:
         n = batch.num_rows
         names = set(batch.schema.names)
         rows = np.arange(row, row + n)
-        ids = self._strings(batch, "document_id", row, required=True)
-        texts = self._strings(batch, "text", row, required=True)
+        ids = self._strings(batch, "document_id", row)
+        texts = self._strings(batch, "text", row)
         vectors = self._matrix(batch.column("vector"), "vector", rows)
-        none: list[str | None] = [None] * n
-
-        def optional(name: str) -> list[str | None]:
-            return self._strings(batch, name, row, required=False) if name in names else none
-
-        titles, metadata, document_texts, sources = (
-            optional(c) for c in ("title", "metadata", "document_text", "document_source")
+        # Per-document columns are read on a document's first row only: a writer may repeat a long
+        # document_text on every row, which must not become a Python string per row.
+        per_document = [
+            self._string_column(batch, c) if c in names else None
+            for c in ("title", "metadata", "document_text", "document_source")
+        ]
+        any_per_document, absent = any(c is not None for c in per_document), [None] * len(per_document)
+        passage_metadata = (
+            self._string_column(batch, "passage_metadata").to_pylist()
+            if "passage_metadata" in names
+            else [None] * n
         )
-        passage_metadata = optional("passage_metadata")
         if "start" in names:
             starts, ends = self._integers(batch, "start", row), self._integers(batch, "end", row)
             lengths = pc.utf8_length(batch.column("text")).to_numpy(zero_copy_only=False)
@@ -318,12 +325,16 @@ class _FileReader:
             self.spans += [[] for _ in range(n)]
             self.span_vectors += [empty] * n
         for i in range(n):
-            doc = self.documents.get(ids[i])  # type: ignore[arg-type]
+            doc = self.documents.get(ids[i])
             if doc is None:
-                doc = _Document(row + i, titles[i] or "", metadata[i], document_texts[i], sources[i])
-                self.documents[ids[i]] = doc  # type: ignore[index]
+                title, metadata, text, source = (
+                    [None if c is None else c[i].as_py() for c in per_document]
+                    if any_per_document
+                    else absent
+                )
+                doc = self.documents[ids[i]] = _Document(row + i, title or "", metadata, text, source)
             doc.rows.append(len(self.texts) + i)
-        self.texts += texts  # type: ignore[arg-type]
+        self.texts += texts
         self.passage_metadata += passage_metadata
         self.vectors[row : row + n] = vectors
 
