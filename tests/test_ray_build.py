@@ -186,7 +186,9 @@ def test_killed_midway_leaves_the_served_index_and_a_rerun_reuses_shards(
     assert done >= 1
 
     rerun = ray_build(docs, index_dir, cache, encoder, use_cache=True)  # in process: one model load less
-    assert done <= rerun.shards_reused < rerun.shards
+    # Every shard finished before the kill is reused (the kill may even come after the last one, before
+    # publishing); what was not finished comes from the embedding cache where the killed run reached it.
+    assert rerun.shards_reused >= done
     assert rerun.build.embedded < local_report.chunks  # finished shards and the cache were not embedded again
     assert published(index_dir) != before
     assert_same_index(index_dir, local_dir)
