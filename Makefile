@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # resolving torch itself and pulling a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install browser serve index test lint bench soak clean
+.PHONY: install browser serve index test lint bench bench-ray soak clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ bench: install
 	$(BIN)/python bench/query_latency.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/interfaces.py
+	$(BIN)/python bench/parquet_read.py
+
+# The Ray build against the single-process build on 600 SciFact abstracts (cache off), and the scaling table.
+bench-ray: install
+	$(BIN)/python bench/ray_build.py --docs 600 --rounds 3
 
 # Load test, not in the suite: 16 clients against 2 workers, questions mixed with upserts and deletes.
 soak: install

@@ -100,9 +100,10 @@ class Encoder:
 
         with self._lock, torch.inference_mode():
             features = self._model.preprocess(list(texts))
-            output = self._model(features)
-            tokens = output["token_embeddings"].float().numpy()
-            pooled = output["sentence_embedding"].float().numpy()
+            device = self._model.device
+            output = self._model({k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()})
+            tokens = output["token_embeddings"].float().cpu().numpy()
+            pooled = output["sentence_embedding"].float().cpu().numpy()
         # Normalised here whatever the model's own modules do: cosine is the inner product.
         pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return tokens, pooled.astype(np.float32)

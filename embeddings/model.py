@@ -61,8 +61,11 @@ def verify_weights(model_dir: Path, expected_sha256: str) -> str:
     return actual
 
 
-def load_encoder(model: str = "", expected_sha256: str = "", threads: int = 0) -> Encoder:
-    """Load the configured model (empty ``model`` = packaged all-MiniLM-L6-v2) after verifying its weights."""
+def load_encoder(
+    model: str = "", expected_sha256: str = "", threads: int = 0, device: str = "cpu"
+) -> Encoder:
+    """Load the configured model (empty ``model`` = packaged all-MiniLM-L6-v2) after verifying its weights;
+    ``device`` is a torch device (``cuda`` on the Ray build's GPU actors)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -82,7 +85,7 @@ def load_encoder(model: str = "", expected_sha256: str = "", threads: int = 0) -
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        st_model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        st_model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
     except Exception as exc:  # the library raises many types; all mean "this folder is not loadable"
         raise ModelError(f"could not load the model in {model_dir}: {exc}") from exc
     return Encoder(st_model, name=name, weights_sha256=sha256)

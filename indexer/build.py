@@ -26,9 +26,10 @@ from indexer.dense import AUTO
 from indexer.documents import Document
 from indexer.generation import build_generation, current_name, current_path
 from indexer.layout import COMPACT_LOCK, STORE, file_lock, writer_lock
+from indexer.parquet import EmbeddedPassages, read_passages
 from indexer.passages import prepare_upserts
 from indexer.readers import CorpusError, Skipped, read_corpus
-from indexer.store import Change, Delete, Store, StoreConfig
+from indexer.store import Change, Delete, Passage, Store, StoreConfig, Upsert
 from indexer.writer import recover
 
 API_SOURCE = "api"  # documents.source of documents written through the HTTP API
@@ -40,10 +41,11 @@ class BuildReport:
     documents: int  # documents read from the files
     chunks: int  # passages made from them
     skipped: list[Skipped]
-    embedded: int  # passages whose vectors were computed (the rest came from the cache)
+    embedded: int  # passages whose vectors were computed (the rest came from the cache or from Parquet)
     unchanged: int  # documents already indexed as they are (nothing made again)
     seconds: float
     embed_seconds: float
+    imported: int = 0  # passages read embedded from Parquet files
 
     @property
     def chunks_per_second(self) -> float:
@@ -58,6 +60,16 @@ def store_config(encoder: Encoder, chunking: ChunkingConfig) -> StoreConfig:
         chunking=chunking.as_dict(),
         backend=getattr(encoder, "backend", "torch"),
     )
+
+
+def imported_upserts(imported: EmbeddedPassages, skip: set[str], force: bool) -> list[Upsert]:
+    """The documents of Parquet files as upserts, with the passages and vectors they arrived with."""
+    passages: dict[str, list[Passage]] = {}
+    for at, chunk in enumerate(imported.chunks):
+        passages.setdefault(chunk.document_id, []).append(
+            Passage(chunk, imported.vectors[at], imported.spans[at], imported.span_vectors[at])
+        )
+    return [Upsert(d, passages.get(d.id, []), force=force) for d in imported.documents if d.id not in skip]
 
 
 def _open_store(index_dir: Path, config: StoreConfig) -> Store:
@@ -79,7 +91,14 @@ def build_index(
     """Index every document under ``paths`` into ``index_dir`` (created if new) and serve the result."""
     started = time.perf_counter()
     corpus = read_corpus(paths)
-    if not corpus.documents:
+    # Passages that arrive embedded (Parquet files): indexed with their vectors, never embedded again.
+    imported = read_passages(
+        corpus.embedded,
+        model_sha256=encoder.weights_sha256,
+        dimension=encoder.dimension,
+        taken={d.id: d.source for d in corpus.documents},
+    )
+    if not corpus.documents and not imported.documents:
         raise CorpusError(
             f"no indexable documents under {', '.join(map(str, paths))} ({len(corpus.skipped)} skipped)"
         )
@@ -87,14 +106,15 @@ def build_index(
     with file_lock(index_dir / COMPACT_LOCK):  # one build or compaction at a time
         store = _open_store(index_dir, config)
         remake = store.read_config() != config or current_name(index_dir) is None
-        read_ids = {d.id for d in corpus.documents}
+        imported_ids = {d.id for d in imported.documents}
+        read_ids = imported_ids | {d.id for d in corpus.documents}
         latest = store.latest()
         documents: list[Document] = list(corpus.documents)
         if remake:  # passages of the API's documents are made again too, from their stored text
             documents += [d for d in store.live_documents(latest, source=API_SOURCE) if d.id not in read_ids]
             unchanged: set[str] = set()
         else:
-            unchanged = store.unchanged(corpus.documents)
+            unchanged = store.unchanged([*corpus.documents, *imported.documents])
         embed_started = time.perf_counter()
         upserts, embedded = prepare_upserts(
             [d for d in documents if d.id not in unchanged],
@@ -106,6 +126,7 @@ def build_index(
             progress=progress,
         )
         embed_seconds = time.perf_counter() - embed_started
+        upserts += imported_upserts(imported, unchanged, force=remake)
         gone: list[Change] = [
             Delete(d.id)
             for d in store.live_documents(latest)
@@ -123,11 +144,12 @@ def build_index(
         finish(index_dir, store, replaced)
     return BuildReport(
         generation_dir=current_path(index_dir),
-        documents=len(corpus.documents),
+        documents=len(corpus.documents) + len(imported.documents),
         chunks=sum(len(u.passages) for u in upserts if u.document.id in read_ids),
         skipped=corpus.skipped,
         embedded=embedded,
         unchanged=len(unchanged),
         seconds=time.perf_counter() - started,
         embed_seconds=embed_seconds,
+        imported=sum(len(u.passages) for u in upserts if u.document.id in imported_ids),
     )

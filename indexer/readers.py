@@ -2,7 +2,12 @@
 
 A file that cannot be read or parsed is reported with the reason and skipped; the build goes on.
 Two documents with the same id are an error that names both sources, because silently keeping one
-would make answers depend on file-system order.
+would make answers depend on file-system order. Parquet files (passages already embedded) are not read
+here: they are listed in ``CorpusReadResult.embedded`` for ``indexer.parquet``.
+
+The steps are separate so that the distributed build (``indexer.ray_build``) runs the same ones:
+``corpus_files`` lists the files and their document ids, ``read_file`` reads one file (on any machine),
+and ``CorpusCollector`` applies the corpus-wide rules (empty documents, duplicate ids) in file order.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".pdf", ".jsonl"}
+PARQUET_SUFFIX = ".parquet"
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".pdf", ".jsonl", PARQUET_SUFFIX}
 MAX_TITLE_CHARS = 200
 
 
@@ -43,6 +49,19 @@ class Skipped:
 class CorpusReadResult:
     documents: list[Document] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    embedded: list[Path] = field(
+        default_factory=list
+    )  # Parquet files of embedded passages, for indexer.parquet
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    path: Path
+    doc_id: str  # the path relative to the corpus root it was found under
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.path.suffix.lower() == PARQUET_SUFFIX
 
 
 def _title_from_text(text: str, fallback: str) -> str:
@@ -61,12 +80,12 @@ def _decode(path: Path) -> str:
         raise ReadError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
-def read_text_file(path: Path, doc_id: str) -> Document:
+def read_text_file(path: Path, doc_id: str, source: str) -> Document:
     text = _decode(path)
-    return Document(id=doc_id, text=text, title=_title_from_text(text, path.stem), source=str(path))
+    return Document(id=doc_id, text=text, title=_title_from_text(text, path.stem), source=source)
 
 
-def read_html_file(path: Path, doc_id: str) -> Document:
+def read_html_file(path: Path, doc_id: str, source: str) -> Document:
     """Visible text only: scripts, styles, templates and the head are dropped; blocks become lines."""
     from bs4 import BeautifulSoup
 
@@ -76,10 +95,10 @@ def read_html_file(path: Path, doc_id: str) -> Document:
         hidden.decompose()
     lines = (re.sub(r"[ \t\r\f\v]+", " ", line).strip() for line in soup.get_text("\n").splitlines())
     text = "\n".join(line for line in lines if line)
-    return Document(id=doc_id, text=text, title=title or _title_from_text(text, path.stem), source=str(path))
+    return Document(id=doc_id, text=text, title=title or _title_from_text(text, path.stem), source=source)
 
 
-def read_pdf_file(path: Path, doc_id: str) -> Document:
+def read_pdf_file(path: Path, doc_id: str, source: str) -> Document:
     """Text of every page, pages separated by a blank line; ``metadata["pages"]`` maps offsets to pages."""
     from pypdf import PdfReader
 
@@ -104,7 +123,7 @@ def read_pdf_file(path: Path, doc_id: str) -> Document:
         offset += len(page_text)
     text = "".join(parts)
     title = str(meta_title).strip() or _title_from_text(text, path.stem)
-    return Document(id=doc_id, text=text, title=title, source=str(path), pages=pages)
+    return Document(id=doc_id, text=text, title=title, source=source, pages=pages)
 
 
 def parse_jsonl_record(record: Any) -> Document:
@@ -126,27 +145,27 @@ def parse_jsonl_record(record: Any) -> Document:
     return Document(id=doc_id, text=text, title=title.strip(), metadata=metadata)
 
 
-def read_jsonl_file(path: Path, result: CorpusReadResult) -> Iterator[Document]:
+def read_jsonl_file(path: Path, source: str, skipped: list[Skipped]) -> Iterator[Document]:
     """Documents of a JSONL file; a bad line is reported (file:line) and skipped, the rest still read."""
     try:
         with path.open("r", encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                source = f"{path}:{number}"
+                line_source = f"{source}:{number}"
                 try:
                     doc = parse_jsonl_record(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    result.skipped.append(Skipped(source, f"invalid JSON ({exc.msg})"))
+                    skipped.append(Skipped(line_source, f"invalid JSON ({exc.msg})"))
                     continue
                 except ReadError as exc:
-                    result.skipped.append(Skipped(source, str(exc)))
+                    skipped.append(Skipped(line_source, str(exc)))
                     continue
                 yield Document(
-                    id=doc.id, text=doc.text, title=doc.title, metadata=doc.metadata, source=source
+                    id=doc.id, text=doc.text, title=doc.title, metadata=doc.metadata, source=line_source
                 )
     except UnicodeDecodeError as exc:
-        result.skipped.append(Skipped(str(path), f"not UTF-8 text ({exc.reason})"))
+        skipped.append(Skipped(source, f"not UTF-8 text ({exc.reason})"))
 
 
 def _files_under(root: Path) -> Iterator[Path]:
@@ -158,45 +177,80 @@ def _files_under(root: Path) -> Iterator[Path]:
             yield path
 
 
-def _read_file(path: Path, doc_id: str, result: CorpusReadResult) -> Iterable[Document]:
+def _documents_of(path: Path, doc_id: str, source: str, skipped: list[Skipped]) -> Iterable[Document]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return read_jsonl_file(path, result)
+        return read_jsonl_file(path, source, skipped)
     if suffix in TEXT_SUFFIXES:
-        return [read_text_file(path, doc_id)]
+        return [read_text_file(path, doc_id, source)]
     if suffix in HTML_SUFFIXES:
-        return [read_html_file(path, doc_id)]
+        return [read_html_file(path, doc_id, source)]
     if suffix == ".pdf":
-        return [read_pdf_file(path, doc_id)]
+        return [read_pdf_file(path, doc_id, source)]
     raise ReadError(
         f"unsupported file type {suffix or '(none)'}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
     )
 
 
-def read_corpus(paths: Sequence[Path]) -> CorpusReadResult:
-    """Read every document under ``paths``. Raises ``CorpusError`` on a missing path or a duplicate id."""
-    result = CorpusReadResult()
-    seen: dict[str, str] = {}
+def read_file(path: Path, doc_id: str, source: str | None = None) -> tuple[list[Document], list[Skipped]]:
+    """The documents of one (non-Parquet) file and what of it was skipped, with the reason. Messages and
+    ``Document.source`` name ``source`` (default: ``path`` as given), so a copy of this read on another
+    machine, given an absolute path, reports what a local build would."""
+    source = str(path) if source is None else source
+    skipped: list[Skipped] = []
+    try:
+        documents = list(_documents_of(path, doc_id, source, skipped))
+    except OSError as exc:  # the message without the path, which is in ``source`` already
+        skipped.append(Skipped(source, f"cannot read ({exc.strerror or type(exc).__name__})"))
+        log.warning("skipped %s: %s", source, skipped[-1].reason)
+        return [], skipped
+    except ReadError as exc:
+        skipped.append(Skipped(source, str(exc)))
+        log.warning("skipped %s: %s", source, exc)
+        return [], skipped
+    return documents, skipped
+
+
+def corpus_files(paths: Sequence[Path]) -> list[CorpusFile]:
+    """Every file under ``paths``, in reading order, with its document id (the path relative to the folder
+    given, or the file's name when a file is given). Raises ``CorpusError`` on a missing path."""
+    files: list[CorpusFile] = []
     for root in paths:
         if not root.exists():
             raise CorpusError(f"corpus path {root} does not exist")
         base = root.parent if root.is_file() else root
-        for path in _files_under(root):
-            doc_id = path.relative_to(base).as_posix()
-            try:
-                documents = list(_read_file(path, doc_id, result))
-            except (ReadError, OSError) as exc:
-                result.skipped.append(Skipped(str(path), str(exc)))
-                log.warning("skipped %s: %s", path, exc)
+        files.extend(CorpusFile(path, path.relative_to(base).as_posix()) for path in _files_under(root))
+    return files
+
+
+class CorpusCollector:
+    """The corpus-wide rules, applied file by file in reading order: empty documents are skipped, and a
+    second document with an id already seen is a ``CorpusError`` naming both sources."""
+
+    def __init__(self) -> None:
+        self.result = CorpusReadResult()
+        self._seen: dict[str, str] = {}
+
+    def add(self, documents: Iterable[Document], skipped: Iterable[Skipped]) -> None:
+        self.result.skipped.extend(skipped)
+        for doc in documents:
+            if not doc.text.strip():
+                self.result.skipped.append(Skipped(doc.source, "empty document"))
                 continue
-            for doc in documents:
-                if not doc.text.strip():
-                    result.skipped.append(Skipped(doc.source, "empty document"))
-                    continue
-                if doc.id in seen:
-                    raise CorpusError(
-                        f"duplicate document id {doc.id!r}: in {seen[doc.id]} and in {doc.source}"
-                    )
-                seen[doc.id] = doc.source
-                result.documents.append(doc)
-    return result
+            if doc.id in self._seen:
+                raise CorpusError(
+                    f"duplicate document id {doc.id!r}: in {self._seen[doc.id]} and in {doc.source}"
+                )
+            self._seen[doc.id] = doc.source
+            self.result.documents.append(doc)
+
+
+def read_corpus(paths: Sequence[Path]) -> CorpusReadResult:
+    """Read every document under ``paths``. Raises ``CorpusError`` on a missing path or a duplicate id."""
+    collector = CorpusCollector()
+    for file in corpus_files(paths):
+        if file.is_parquet:
+            collector.result.embedded.append(file.path)
+        else:
+            collector.add(*read_file(file.path, file.doc_id))
+    return collector.result

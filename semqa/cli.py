@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semqa.settings import FUSIONS, MODES, Settings
+from semqa.settings import ENGINES, FUSIONS, MODES, Settings
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
     from embeddings import Encoder
+    from indexer import BuildReport
     from semqa.evaluation import SearchFn
     from server.retrieval import Searcher
 
@@ -53,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="*", type=Path, help="files or folders (default: SEMQA_CORPUS, corpus/)"
     )
     _add_index_flags(index)
+    index.add_argument("--engine", choices=ENGINES, help="local (default) or ray (SEMQA_ENGINE)")
+    index.add_argument(
+        "--ray-address", help="Ray cluster, e.g. auto; default: a local instance (SEMQA_RAY_ADDRESS)"
+    )
+    index.add_argument("--ray-num-gpus", type=int, help="GPU actors, one GPU each (SEMQA_RAY_NUM_GPUS)")
+    index.add_argument("--ray-workers", type=int, help="CPU actors; 0 = one per CPU (SEMQA_RAY_WORKERS)")
+    index.add_argument(
+        "--ray-shard-chars", type=int, help="text per Parquet shard, in characters (SEMQA_RAY_SHARD_CHARS)"
+    )
 
     serve = commands.add_parser("serve", help="serve the HTTP API with gunicorn (indexes first if needed)")
     _add_index_flags(serve)
@@ -124,11 +134,16 @@ def _build(
         batch_size=settings.batch_size,
         progress=_progress(settings),
     )
+    _print_report(report)
+
+
+def _print_report(report: BuildReport) -> None:
     for skipped in report.skipped:
         print(f"skipped {skipped.source}: {skipped.reason}", file=sys.stderr)
+    imported = f"{report.imported} from Parquet, " if report.imported else ""
     print(
-        f"indexed {report.documents} documents into {report.chunks} chunks "
-        f"({report.embedded} embedded, {report.chunks - report.embedded} from cache; "
+        f"indexed {report.documents} documents into {report.chunks} chunks ({report.embedded} embedded, "
+        f"{imported}{report.chunks - report.embedded - report.imported} from cache; "
         f"{report.unchanged} documents unchanged, kept as they were), "
         f"{len(report.skipped)} skipped, {report.seconds:.1f} s, {report.chunks_per_second:.1f} chunks/s "
         f"-> {report.generation_dir}",
@@ -136,8 +151,45 @@ def _build(
     )
 
 
+def _build_with_ray(settings: Settings, paths: Sequence[Path]) -> None:
+    from functools import partial
+
+    from embeddings import load_encoder
+    from indexer import ChunkingConfig
+    from indexer.ray_build import RayOptions, build_index_with_ray
+
+    # Each CPU actor holds one CPU, so one torch thread; GPU actors run the model on their GPU.
+    device = "cuda" if settings.ray_num_gpus > 0 else "cpu"
+    result = build_index_with_ray(
+        paths,
+        index_dir=settings.index_dir,
+        encoder=load_encoder(settings.model, settings.model_sha256, settings.torch_threads),
+        load_encoder=partial(load_encoder, settings.model, settings.model_sha256, threads=1, device=device),
+        chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap),
+        options=RayOptions(
+            address=settings.ray_address,
+            num_gpus=settings.ray_num_gpus,
+            workers=settings.ray_workers,
+            shard_chars=settings.ray_shard_chars,
+        ),
+        cache_dir=settings.cache_dir,
+        faiss_factory=settings.faiss_factory,
+        batch_size=settings.batch_size,
+        progress=_progress(settings),
+    )
+    print(
+        f"ray: {result.shards} shards ({result.shards_reused} already done) in {result.shards_dir}",
+        file=sys.stderr,
+    )
+    _print_report(result.build)
+
+
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
-    _build(settings, args.paths or [settings.corpus], settings.index_dir)
+    paths = args.paths or [settings.corpus]
+    if settings.engine == "ray":
+        _build_with_ray(settings, paths)
+    else:
+        _build(settings, paths, settings.index_dir)
     return 0
 
 
@@ -289,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from embeddings import ModelError
     from indexer import CorpusError, IndexLoadError
+    from indexer.ray_build import RayBuildError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
@@ -297,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, settings)
     except ValidationError as exc:
         print(f"semqa: invalid setting: {exc}", file=sys.stderr)
-    except (CorpusError, IndexLoadError, ModelError, FileNotFoundError, ValueError) as exc:
+    except (CorpusError, IndexLoadError, ModelError, RayBuildError, FileNotFoundError, ValueError) as exc:
         print(f"semqa {args.command}: {exc}", file=sys.stderr)
     return 1
 

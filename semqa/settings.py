@@ -16,6 +16,8 @@ Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[str, ...] = get_args(Mode)
 Fusion = Literal["zscore", "minmax", "rrf"]
 FUSIONS: tuple[str, ...] = get_args(Fusion)
+Engine = Literal["local", "ray"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 class Settings(BaseSettings):
@@ -46,6 +48,19 @@ class Settings(BaseSettings):
         128, ge=16, description="Target chunk size in model tokens (capped at max_seq_length minus specials)."
     )
     chunk_overlap: int = Field(32, ge=0, description="Overlap between consecutive chunks, in tokens.")
+
+    # Build engine.
+    engine: Engine = Field(
+        "local", description="`semqa index` engine: local (this process) or ray (Ray Data)."
+    )
+    ray_address: str = Field(
+        "", description="Ray cluster to run on (auto = the one this node joined); empty = a local instance."
+    )
+    ray_num_gpus: int = Field(0, ge=0, description="GPU actors (one GPU each) for embedding; 0 = CPU actors.")
+    ray_workers: int = Field(0, ge=0, description="CPU actors for embedding; 0 = one per CPU of the cluster.")
+    ray_shard_chars: int = Field(
+        65_536, ge=1, description="Text per Parquet shard of the Ray build, in characters (about)."
+    )
 
     # Index.
     faiss_factory: str = Field(
