@@ -3,7 +3,6 @@ writes arriving meanwhile), approximate bases against exact search."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
