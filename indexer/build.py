@@ -74,6 +74,7 @@ def build_index(
         chunk_count=len(chunks),
         corpus_fingerprint=corpus_fingerprint((d.id, d.title, d.text) for d in corpus.documents),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        backend=encoder.backend,
     )
     # BM25 sees the title with every passage (as BEIR's BM25 baselines do): measured +0.03 nDCG@10 on SciFact.
     lexical = LexicalIndex.build([f"{c.title}\n{c.text}" if c.title else c.text for c in chunks], ids)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from embeddings.backends import incompatibility
 from embeddings.model import file_sha256
 from indexer.documents import Chunk, Document
 from indexer.lexical import LexicalIndex
@@ -67,6 +68,7 @@ class Manifest:
     built_at: str
     format_version: int = FORMAT_VERSION
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backend: str = "torch"  # the encoder backend that computed the vectors (indexes before it: torch)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
@@ -440,21 +442,31 @@ def check_version(index_dir: Path, *, verify: bool = True) -> tuple[Path, Manife
     return path, manifest
 
 
-def load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: bool = True) -> IndexVersion:
-    """Load the current version, checking it was built by this model and that its files are intact.
+def load_version(
+    index_dir: Path, *, model_sha256: str, dimension: int, verify: bool = True, backend: str | None = None
+) -> IndexVersion:
+    """Load the current version, checking it was built by this model (and, given ``backend``, by an encoder
+    backend compatible with it) and that its files are intact.
 
     Every failure is an ``IndexLoadError`` naming what is wrong, including files that vanish while
     loading (a version pruned by writers in the meantime)."""
     try:
-        return _load_version(index_dir, model_sha256=model_sha256, dimension=dimension, verify=verify)
+        return _load_version(
+            index_dir, model_sha256=model_sha256, dimension=dimension, verify=verify, backend=backend
+        )
     except (OSError, sqlite3.Error) as exc:
         raise IndexLoadError(
             f"the index in {index_dir} could not be read ({exc}); retry, or rebuild"
         ) from exc
 
 
-def _load_version(index_dir: Path, *, model_sha256: str, dimension: int, verify: bool) -> IndexVersion:
+def _load_version(
+    index_dir: Path, *, model_sha256: str, dimension: int, verify: bool, backend: str | None
+) -> IndexVersion:
     path, manifest = check_version(index_dir, verify=verify)
+    problem = None if backend is None else incompatibility(manifest.backend, backend)
+    if problem:
+        raise IndexLoadError(f"index {path}: {problem}")
     if manifest.model_sha256 != model_sha256 or manifest.dimension != dimension:
         raise IndexLoadError(
             f"index {path} was built with model {manifest.model_name} (weights {manifest.model_sha256[:12]}, "

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddings import EmbeddingCache, Encoder
+from embeddings.backends import incompatibility
 from indexer.chunking import ChunkingConfig, chunk_document, quotable_sentences
 from indexer.documents import Chunk, Document
 from indexer.lexical import LexicalIndex
@@ -130,6 +131,8 @@ def apply_changes(
             raise IndexLoadError(
                 f"index {base} was built with another model; rebuild it before writing to it"
             )
+        if problem := incompatibility(manifest.backend, encoder.backend):  # never mix unlike vectors
+            raise IndexLoadError(f"index {base}: {problem}")
         if _unchanged(base, upserts, deletes):  # an identical upsert, or deletes that lost a race
             return ChangeReport(
                 version_dir=base,

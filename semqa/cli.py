@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semqa.settings import FUSIONS, MODES, Settings
+from semqa.settings import BACKENDS, FUSIONS, MODES, Settings
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
     from embeddings import Encoder
@@ -35,6 +35,7 @@ def _add_index_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-overlap", type=int, help="chunk overlap in tokens (SEMQA_CHUNK_OVERLAP)")
     parser.add_argument("--faiss-factory", help="FAISS index_factory string (SEMQA_FAISS_FACTORY)")
     parser.add_argument("--batch-size", type=int, help="encoding batch size (SEMQA_BATCH_SIZE)")
+    parser.add_argument("--backend", choices=BACKENDS, help="encoder backend (SEMQA_BACKEND, default onnx)")
     parser.add_argument("--quiet", action="store_true", default=None, help="no progress bars (SEMQA_QUIET)")
     parser.add_argument("--fusion", choices=FUSIONS, help="hybrid fusion (SEMQA_FUSION)")
     parser.add_argument("--fusion-alpha", type=float, help="dense weight in the fusion (SEMQA_FUSION_ALPHA)")
@@ -108,10 +109,11 @@ def _progress(settings: Settings) -> bool:
 def _build(
     settings: Settings, paths: Sequence[Path], index_dir: Path, encoder: Encoder | None = None
 ) -> None:
-    from embeddings import EmbeddingCache, load_encoder
+    from embeddings import EmbeddingCache
     from indexer import ChunkingConfig, build_index
+    from server.retrieval import configured_encoder
 
-    encoder = encoder or load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
+    encoder = encoder or configured_encoder(settings)
     report = build_index(
         paths,
         index_dir=index_dir,
@@ -128,7 +130,7 @@ def _build(
         f"indexed {report.documents} documents into {report.chunks} chunks "
         f"({report.embedded} embedded, {report.chunks - report.embedded} from cache), "
         f"{len(report.skipped)} skipped, {report.seconds:.1f} s, {report.chunks_per_second:.1f} chunks/s "
-        f"-> {report.version_dir}",
+        f"(encoder backend {encoder.backend}) -> {report.version_dir}",
         file=sys.stderr,
     )
 
@@ -212,14 +214,14 @@ def _eval_search(searcher: Searcher, mode: str, beir: bool = False) -> SearchFn:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from embeddings import load_encoder
     from semqa import evaluation
+    from server.retrieval import configured_encoder
 
     if not args.questions and not args.beir:
         print("semqa eval: give --questions FILE.tsv and/or --beir DIR", file=sys.stderr)
         return 2
     modes = args.mode or ["dense", "lexical", "hybrid"]
-    encoder = load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
+    encoder = configured_encoder(settings)
     results: dict[str, dict[str, float]] = {}
     if args.questions:
         questions = evaluation.read_questions(args.questions)
@@ -235,6 +237,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
                 search = _eval_search(searcher, mode, beir=True)
                 results[f"beir:{args.beir.name}/{args.split}/{mode}"] = evaluation.beir_metrics(data, search)
     config = {
+        "backend": encoder.backend,
         "chunk_tokens": settings.chunk_tokens,
         "chunk_overlap": settings.chunk_overlap,
         "fusion": settings.fusion,

@@ -4,7 +4,15 @@ Nothing here imports Flask: ``semqa ask``, ``semqa mcp``, ``semqa eval`` and the
 loading the web app.
 """
 
-from server.retrieval.load import load_current, load_searcher
+from server.retrieval.load import configured_encoder, load_current, load_searcher
 from server.retrieval.search import Passage, RetrievalConfig, Searcher, SearchOptions
 
-__all__ = ["Passage", "RetrievalConfig", "SearchOptions", "Searcher", "load_current", "load_searcher"]
+__all__ = [
+    "Passage",
+    "RetrievalConfig",
+    "SearchOptions",
+    "Searcher",
+    "configured_encoder",
+    "load_current",
+    "load_searcher",
+]
