@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python bench/query_latency.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/interfaces.py
+	$(BIN)/python bench/encoder_backends.py
 
 # Load test, not in the suite: 16 clients against 2 workers, questions mixed with upserts and deletes.
 soak: install

@@ -16,8 +16,9 @@ from pathlib import Path
 import requests
 from common import SHARED, build_cached
 
-from embeddings import load_encoder
 from semqa.launch import running_server
+from semqa.settings import Settings
+from server.retrieval import configured_encoder
 
 
 def rollup(pid: int) -> dict[str, int]:
@@ -30,7 +31,7 @@ def rollup(pid: int) -> dict[str, int]:
 
 
 def measure(name: str, corpus: Path) -> dict[str, object]:
-    encoder = load_encoder()
+    encoder = configured_encoder(Settings())
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
         report = build_cached(corpus, index_dir, encoder)
