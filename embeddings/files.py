@@ -1,8 +1,9 @@
-"""File hashing, shared by the weights check, the ONNX export records and the index manifest."""
+"""File hashing and fsync, shared by the weights check, the ONNX exports and the index store."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 
@@ -12,3 +13,12 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def fsync(path: Path) -> None:
+    """Make a file's (or a directory's entries') contents durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

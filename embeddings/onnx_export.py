@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from embeddings.backends import INT8
-from embeddings.files import file_sha256
+from embeddings.files import file_sha256, fsync
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def ensure_export(
                 file_name = _export_float32(model_dir, tmp)
             _write_record(tmp, weights_sha256, identity, quantization, file_name)
             os.rename(tmp, final)
-            _fsync(final.parent)
+            fsync(final.parent)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("exported %s (%s) to %s", model_dir, identity, final)
@@ -204,15 +204,7 @@ def _write_record(
     }
     (folder / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
     for path in [*files, folder / RECORD, *(p for p in folder.rglob("*") if p.is_dir()), folder]:
-        _fsync(path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync(path)
 
 
 def _remove(path: Path) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from embeddings.backends import incompatibility
+from embeddings.files import fsync as _fsync
 from embeddings.model import file_sha256
 from indexer.documents import Chunk, Document
 from indexer.lexical import LexicalIndex
@@ -82,14 +83,6 @@ def corpus_fingerprint(documents: Iterable[tuple[str, str, str]]) -> str:
         for doc_id, title, text in documents
     )
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
