@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python bench/query_latency.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/interfaces.py
+	$(BIN)/python bench/encoder_backends.py
 	$(BIN)/python bench/parquet_read.py
 
 # The Ray build against the single-process build on 600 SciFact abstracts (cache off), and the scaling table.

@@ -17,9 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from embeddings import load_encoder
 from indexer import ChunkingConfig, build_index, read_corpus
 from indexer.chunking import chunk_document
+from semqa.settings import Settings
+from server.retrieval import configured_encoder
 
 SCIFACT = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
 
@@ -40,7 +41,7 @@ def main() -> None:
             with SCIFACT.open() as source:
                 sample.write_text("".join(line for _, line in zip(range(args.scifact_docs), source)))
             paths.append(sample)
-        encoder = load_encoder()
+        encoder = configured_encoder(Settings())
         config = ChunkingConfig()
         texts = [c.text for d in read_corpus(paths).documents for c in chunk_document(d, encoder, config)]
         encoder.encode(texts[:64])  # warm up

@@ -37,10 +37,14 @@ def worker_pids(master: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
 
-def corpus_questions() -> list[str]:
+def dev_questions_path() -> Path:
     """The dev questions about the default corpus (the repository's small sample without ../shared)."""
-    path = SHARED / "dev_questions.tsv" if (SHARED / "dev_questions.tsv").is_file() else SAMPLE
-    with path.open(newline="") as handle:
+    return SHARED / "dev_questions.tsv" if (SHARED / "dev_questions.tsv").is_file() else SAMPLE
+
+
+def corpus_questions() -> list[str]:
+    """The text of every dev question (see ``dev_questions_path``)."""
+    with dev_questions_path().open(newline="") as handle:
         return [row["question"] for row in csv.DictReader(handle, delimiter="\t")]
 
 

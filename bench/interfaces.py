@@ -27,10 +27,9 @@ from common import REPO, build_cached, corpus_questions, percentile
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from embeddings import load_encoder
 from semqa.launch import running_server
 from semqa.settings import Settings
-from server.retrieval import Searcher, load_searcher
+from server.retrieval import Searcher, configured_encoder, load_searcher
 
 INTERFACES = ("in process", "HTTP /ask", "MCP stdio", "MCP HTTP")
 TOOL = "search_passages"
@@ -41,7 +40,7 @@ def ms_since(started: float) -> float:
 
 
 async def measure(questions: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    encoder = load_encoder()
+    encoder = configured_encoder(Settings())
     env = {"SEMQA_QUIET": "1"}
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"

@@ -16,12 +16,13 @@ from pathlib import Path
 import requests
 from common import SHARED, build_cached, rollup, worker_pids
 
-from embeddings import load_encoder
 from semqa.launch import running_server
+from semqa.settings import Settings
+from server.retrieval import configured_encoder
 
 
 def measure(name: str, corpus: Path) -> dict[str, object]:
-    encoder = load_encoder()
+    encoder = configured_encoder(Settings())
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
         report = build_cached(corpus, index_dir, encoder)

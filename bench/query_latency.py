@@ -19,11 +19,10 @@ from pathlib import Path
 import requests
 from common import REPO, SHARED, build_cached, corpus_questions, percentile
 
-from embeddings import load_encoder
 from indexer import IndexReader
 from semqa.launch import running_server
-from semqa.settings import MODES
-from server.retrieval import Searcher, SearchOptions
+from semqa.settings import MODES, Settings
+from server.retrieval import Searcher, SearchOptions, configured_encoder
 
 
 def scifact_questions(limit: int) -> list[str]:
@@ -34,7 +33,7 @@ def scifact_questions(limit: int) -> list[str]:
 def measure(
     name: str, corpus: Path, questions: list[str], args: argparse.Namespace
 ) -> list[dict[str, object]]:
-    encoder = load_encoder()
+    encoder = configured_encoder(Settings())
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"

@@ -1,4 +1,4 @@
-"""A persistent embedding cache keyed by (model weights, text) hash.
+"""A persistent embedding cache keyed by (model weights, encoder backend, text) hash.
 
 Embedding is by far the most expensive step (about 20 passages/s on two cores), so every vector the
 indexer computes is kept in a SQLite file and reused whenever the same text is embedded again by the
@@ -29,12 +29,19 @@ def cache_key(text: str, spans: Spans) -> bytes:
     return hashlib.sha256(f"{text}\x00{spans_part}".encode()).digest()
 
 
+def cache_file(weights_sha256: str, backend: str) -> str:
+    """One file per model and backend (vectors differ slightly between backends, so one backend's vectors
+    are never served as another's); torch keeps the name it had before there were other backends."""
+    suffix = "" if backend == "torch" else f"-{backend}"
+    return f"embeddings-{weights_sha256[:16]}{suffix}.sqlite"
+
+
 class EmbeddingCache:
-    """Vectors of one model, stored in ``<cache_dir>/embeddings-<weights sha256[:16]>.sqlite``."""
+    """Vectors of one model on one backend, in ``<cache_dir>/embeddings-<weights sha256[:16]>[-<backend>].sqlite``."""
 
     def __init__(self, cache_dir: Path, encoder: Encoder) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        self.path = cache_dir / f"embeddings-{encoder.weights_sha256[:16]}.sqlite"
+        self.path = cache_dir / cache_file(encoder.weights_sha256, encoder.backend)
         self._encoder = encoder
         self._dimension = encoder.dimension
         with closing(self._connect()) as db, db:

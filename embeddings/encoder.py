@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 class Encoder:
     """A loaded sentence-transformers model with what the indexer needs to know about it."""
 
-    def __init__(self, model: SentenceTransformer, *, name: str, weights_sha256: str) -> None:
+    def __init__(
+        self, model: SentenceTransformer, *, name: str, weights_sha256: str, backend: str = "torch"
+    ) -> None:
         self._model = model
         self.name = name
         self.weights_sha256 = weights_sha256
+        self.backend = backend  # what computes the vectors: see embeddings.backends
         self.dimension: int = int(model.get_embedding_dimension() or 0)
         self.max_seq_length: int = int(model.max_seq_length)
         # A private copy of the fast tokenizer with truncation and padding off, used to measure text in

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embeddings import EmbeddingCache, Encoder
+from embeddings.backends import compatible
 from indexer.chunking import ChunkingConfig
 from indexer.compact import finish, install
 from indexer.dense import AUTO
@@ -46,6 +47,7 @@ class BuildReport:
     seconds: float
     embed_seconds: float
     imported: int = 0  # passages read embedded from Parquet files
+    backend: str = "torch"  # the encoder backend the index's vectors were made with
 
     @property
     def chunks_per_second(self) -> float:
@@ -58,7 +60,16 @@ def store_config(encoder: Encoder, chunking: ChunkingConfig) -> StoreConfig:
         model_sha256=encoder.weights_sha256,
         dimension=encoder.dimension,
         chunking=chunking.as_dict(),
-        backend=getattr(encoder, "backend", "torch"),
+        backend=encoder.backend,
+    )
+
+
+def needs_remake(stored: StoreConfig, wanted: StoreConfig) -> bool:
+    """Whether passages made with ``stored`` must all be made again to serve ``wanted``: another model,
+    dimension or chunking, or vectors of an incompatible backend (torch and onnx are interchangeable)."""
+    made = (stored.model_sha256, stored.dimension, stored.chunking)
+    return made != (wanted.model_sha256, wanted.dimension, wanted.chunking) or not compatible(
+        stored.backend, wanted.backend
     )
 
 
@@ -105,7 +116,7 @@ def build_index(
     config = store_config(encoder, chunking)
     with file_lock(index_dir / COMPACT_LOCK):  # one build or compaction at a time
         store = _open_store(index_dir, config)
-        remake = store.read_config() != config or current_name(index_dir) is None
+        remake = needs_remake(store.read_config(), config) or current_name(index_dir) is None
         imported_ids = {d.id for d in imported.documents}
         read_ids = imported_ids | {d.id for d in corpus.documents}
         latest = store.latest()
@@ -152,4 +163,5 @@ def build_index(
         seconds=time.perf_counter() - started,
         embed_seconds=embed_seconds,
         imported=sum(len(u.passages) for u in upserts if u.document.id in imported_ids),
+        backend=store.config.backend,
     )

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from embeddings.backends import incompatibility
 from indexer.dense import DEFAULT_EFFORT, DenseIndex, SearchEffort
 from indexer.generation import (
     Generation,
@@ -85,6 +86,7 @@ class IndexReader:
         *,
         model_sha256: str,
         dimension: int,
+        backend: str = "torch",
         effort: SearchEffort = DEFAULT_EFFORT,
         verify: bool = True,
     ) -> None:
@@ -93,6 +95,9 @@ class IndexReader:
         self.verify = verify
         self.store = Store(index_dir / STORE)
         _check_model(self.store, model_sha256, dimension)
+        problem = incompatibility(self.store.config.backend, backend)
+        if problem is not None:
+            raise IndexLoadError(problem)
         self._lock = threading.Lock()
         self.view = self._open(current_path(index_dir))
 

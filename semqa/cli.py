@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semqa.settings import ENGINES, FUSIONS, MODES, Settings
+from semqa.settings import BACKENDS, ENGINES, FUSIONS, MODES, Settings
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
     from embeddings import Encoder
@@ -36,6 +36,7 @@ def _add_index_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-overlap", type=int, help="chunk overlap in tokens (SEMQA_CHUNK_OVERLAP)")
     parser.add_argument("--faiss-factory", help="FAISS index_factory string (SEMQA_FAISS_FACTORY)")
     parser.add_argument("--batch-size", type=int, help="encoding batch size (SEMQA_BATCH_SIZE)")
+    parser.add_argument("--backend", choices=BACKENDS, help="encoder backend (SEMQA_BACKEND, default onnx)")
     parser.add_argument("--quiet", action="store_true", default=None, help="no progress bars (SEMQA_QUIET)")
     parser.add_argument("--fusion", choices=FUSIONS, help="hybrid fusion (SEMQA_FUSION)")
     parser.add_argument("--fusion-alpha", type=float, help="dense weight in the fusion (SEMQA_FUSION_ALPHA)")
@@ -120,10 +121,11 @@ def _progress(settings: Settings) -> bool:
 def _build(
     settings: Settings, paths: Sequence[Path], index_dir: Path, encoder: Encoder | None = None
 ) -> None:
-    from embeddings import EmbeddingCache, load_encoder
+    from embeddings import EmbeddingCache
     from indexer import ChunkingConfig, build_index
+    from server.retrieval import configured_encoder
 
-    encoder = encoder or load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
+    encoder = encoder or configured_encoder(settings)
     report = build_index(
         paths,
         index_dir=index_dir,
@@ -146,7 +148,7 @@ def _print_report(report: BuildReport) -> None:
         f"{imported}{report.chunks - report.embedded - report.imported} from cache; "
         f"{report.unchanged} documents unchanged, kept as they were), "
         f"{len(report.skipped)} skipped, {report.seconds:.1f} s, {report.chunks_per_second:.1f} chunks/s "
-        f"-> {report.generation_dir}",
+        f"(encoder backend {report.backend}) -> {report.generation_dir}",
         file=sys.stderr,
     )
 
@@ -157,14 +159,23 @@ def _build_with_ray(settings: Settings, paths: Sequence[Path]) -> None:
     from embeddings import load_encoder
     from indexer import ChunkingConfig
     from indexer.ray_build import RayOptions, build_index_with_ray
+    from server.retrieval import configured_encoder
 
     # Each CPU actor holds one CPU, so one torch thread; GPU actors run the model on their GPU.
     device = "cuda" if settings.ray_num_gpus > 0 else "cpu"
     result = build_index_with_ray(
         paths,
         index_dir=settings.index_dir,
-        encoder=load_encoder(settings.model, settings.model_sha256, settings.torch_threads),
-        load_encoder=partial(load_encoder, settings.model, settings.model_sha256, threads=1, device=device),
+        encoder=configured_encoder(settings),
+        load_encoder=partial(
+            load_encoder,
+            settings.model,
+            settings.model_sha256,
+            threads=1,
+            backend=settings.backend,
+            cache_dir=settings.cache_dir,
+            device=device,
+        ),
         chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap),
         options=RayOptions(
             address=settings.ray_address,
@@ -266,14 +277,14 @@ def _eval_search(searcher: Searcher, mode: str, beir: bool = False) -> SearchFn:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from embeddings import load_encoder
     from semqa import evaluation
+    from server.retrieval import configured_encoder
 
     if not args.questions and not args.beir:
         print("semqa eval: give --questions FILE.tsv and/or --beir DIR", file=sys.stderr)
         return 2
     modes = args.mode or ["dense", "lexical", "hybrid"]
-    encoder = load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
+    encoder = configured_encoder(settings)
     results: dict[str, dict[str, float]] = {}
     if args.questions:
         questions = evaluation.read_questions(args.questions)
@@ -289,6 +300,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
                 search = _eval_search(searcher, mode, beir=True)
                 results[f"beir:{args.beir.name}/{args.split}/{mode}"] = evaluation.beir_metrics(data, search)
     config = {
+        "backend": encoder.backend,
         "chunk_tokens": settings.chunk_tokens,
         "chunk_overlap": settings.chunk_overlap,
         "fusion": settings.fusion,

@@ -12,6 +12,8 @@ from typing import Literal, get_args
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from embeddings.backends import BACKENDS, Backend
+
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[str, ...] = get_args(Mode)
 Fusion = Literal["zscore", "minmax", "rrf"]
@@ -38,9 +40,16 @@ class Settings(BaseSettings):
         "",
         description="Expected sha256 of the model's model.safetensors; empty = the packaged model's known hash.",
     )
+    backend: Backend = Field(
+        "onnx",
+        description=f"Encoder backend, one of {', '.join(BACKENDS)} (ONNX files exported into cache_dir).",
+    )
     batch_size: int = Field(32, ge=1, le=1024, description="Encoding batch size.")
     torch_threads: int = Field(
-        0, ge=0, description="Torch threads per process; 0 = torch's default, or cores / workers under serve."
+        0,
+        ge=0,
+        description="Encoder threads per process (torch, or onnxruntime's intra-op threads); 0 = the "
+        "library's default, or cores / workers under serve.",
     )
 
     # Chunking.

@@ -20,7 +20,8 @@ from typing import Any
 from apiflask import APIBlueprint, abort
 from flask import request
 
-from embeddings import EmbeddingCache, Encoder, load_encoder
+from embeddings import EmbeddingCache, Encoder
+from embeddings.backends import incompatibility
 from indexer import API_SOURCE, Document, IndexLoadError
 from indexer.chunking import ChunkingConfig
 from indexer.layout import COMPACT_LOCK, Busy, file_lock
@@ -30,7 +31,7 @@ from indexer.writer import ConfigChanged, NotSearchable, Writer
 from semqa.settings import Settings
 from server.api import require_json
 from server.auth import Access
-from server.retrieval import Searcher
+from server.retrieval import Searcher, configured_encoder
 from server.schemas import DeleteOut, DocumentList, DocumentOut, PageQuery, UpsertOut, upsert_schema
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class DocumentWrites:
         with self._load:
             if self._encoder is None:
                 s = self.settings
-                self._encoder = load_encoder(s.model, s.model_sha256, s.torch_threads)
+                self._encoder = configured_encoder(s)
                 self._cache = EmbeddingCache(s.cache_dir, self._encoder)
             assert self._cache is not None
             return self._encoder, self._cache
@@ -102,6 +103,9 @@ class DocumentWrites:
                 encoder, cache = self.encoder()
                 if encoder.weights_sha256 != config.model_sha256:
                     raise IndexLoadError("the index was built with another model; rebuild it before writing")
+                problem = incompatibility(config.backend, encoder.backend)
+                if problem is not None:  # its vectors would not match the index's
+                    raise IndexLoadError(problem)
                 upserts, embedded = prepare_upserts(
                     documents, encoder, cache, ChunkingConfig(**config.chunking)
                 )
@@ -139,6 +143,7 @@ class DocumentWrites:
 def create_documents_api(settings: Settings, searcher: Searcher, access: Access) -> APIBlueprint:
     api = APIBlueprint("documents", __name__)
     writes = DocumentWrites(settings, searcher)
+    api.record_once(lambda state: state.app.extensions.setdefault("semqa.writes", writes))
 
     @api.before_request
     def _limits_and_auth() -> None:

@@ -5,7 +5,15 @@ Nothing here imports Flask: ``semqa ask``, ``semqa mcp``, ``semqa eval`` and the
 loading the web app.
 """
 
-from server.retrieval.load import load_searcher, open_reader
+from server.retrieval.load import configured_encoder, load_searcher, open_reader
 from server.retrieval.search import Passage, RetrievalConfig, Searcher, SearchOptions
 
-__all__ = ["Passage", "RetrievalConfig", "SearchOptions", "Searcher", "load_searcher", "open_reader"]
+__all__ = [
+    "Passage",
+    "RetrievalConfig",
+    "SearchOptions",
+    "Searcher",
+    "configured_encoder",
+    "load_searcher",
+    "open_reader",
+]

@@ -9,12 +9,24 @@ from semqa.settings import Settings
 from server.retrieval.search import RetrievalConfig, Searcher
 
 
+def configured_encoder(settings: Settings) -> Encoder:
+    """The configured model on the configured backend, its weights verified."""
+    return load_encoder(
+        settings.model,
+        settings.model_sha256,
+        settings.torch_threads,
+        backend=settings.backend,
+        cache_dir=settings.cache_dir,
+    )
+
+
 def open_reader(settings: Settings, encoder: Encoder) -> IndexReader:
-    """The configured index directory, checked against ``encoder``'s model."""
+    """The configured index directory, checked against ``encoder``'s model and backend."""
     return IndexReader(
         settings.index_dir,
         model_sha256=encoder.weights_sha256,
         dimension=encoder.dimension,
+        backend=encoder.backend,
         effort=SearchEffort(ef_search=settings.ef_search, nprobe=settings.nprobe),
     )
 
@@ -26,7 +38,7 @@ def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searche
     # One FAISS thread: a single query is 5-8x slower with OpenMP threads fighting torch's for two cores
     # (bench measured 23 ms vs 3.5 ms for one search over 18k vectors); concurrency comes from requests.
     faiss.omp_set_num_threads(1)
-    encoder = encoder or load_encoder(settings.model, settings.model_sha256, settings.torch_threads)
+    encoder = encoder or configured_encoder(settings)
     config = RetrievalConfig(
         fusion=settings.fusion,
         alpha=settings.fusion_alpha,

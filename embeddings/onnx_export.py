@@ -1,0 +1,225 @@
+"""ONNX exports of the verified weights, made locally once and kept in the cache folder.
+
+Layout::
+
+    <cache_dir>/onnx/<weights sha256[:16]>-<backend>/      a sentence-transformers folder that loads with
+        export.json                                         backend="onnx": what it was made from, and the
+        onnx/model.onnx  (or onnx/model_qint8_<cpu>.onnx)   size + sha256 of every file in it
+        config.json, tokenizer.json, modules.json, ...
+
+An export is written into a temporary folder beside its final place and renamed into place, all under a
+file lock per export: two processes that need the same export at once (two gunicorn workers starting) make
+it once, and a process killed mid-export leaves nothing that looks finished. Every load checks the export's
+files against ``export.json``; an export that fails the check (a file changed, truncated or missing) is
+logged, removed and made again from the verified weights, which are the only source of truth.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from embeddings.backends import INT8
+from embeddings.files import file_sha256, fsync
+
+log = logging.getLogger(__name__)
+
+EXPORTS = "onnx"
+RECORD = "export.json"
+RECORD_FORMAT = 1
+FLOAT32_FILE = "onnx/model.onnx"
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported to ONNX (an architecture the exporter does not support, for one)."""
+
+
+@dataclass(frozen=True)
+class Export:
+    path: Path  # the sentence-transformers folder
+    file_name: str  # the ONNX file in it, relative (what model_kwargs["file_name"] takes)
+
+
+def export_path(cache_dir: Path, weights_sha256: str, identity: str) -> Path:
+    return cache_dir / EXPORTS / f"{weights_sha256[:16]}-{identity}"
+
+
+def ensure_export(
+    model_dir: Path, weights_sha256: str, identity: str, quantization: str, cache_dir: Path
+) -> Export:
+    """The verified export of the model in ``model_dir`` (whose weights have ``weights_sha256``) for the
+    backend ``identity``, made first if it is missing or fails verification."""
+    final = export_path(cache_dir, weights_sha256, identity)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(final.parent / f".{final.name}.lock"):
+        problem = verify_export(final, weights_sha256)
+        if problem is None:
+            return _read(final)
+        if final.exists():
+            log.warning("ONNX export %s %s; exporting it again from the verified weights", final, problem)
+            _remove(final)
+        for stale in final.parent.glob(f".tmp-{final.name}-*"):  # left by a process killed mid-export
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+        try:
+            if identity.startswith(INT8):
+                file_name = _export_int8(model_dir, weights_sha256, quantization, cache_dir, tmp)
+            else:
+                file_name = _export_float32(model_dir, tmp)
+            _write_record(tmp, weights_sha256, identity, quantization, file_name)
+            os.rename(tmp, final)
+            fsync(final.parent)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("exported %s (%s) to %s", model_dir, identity, final)
+        return _read(final)
+
+
+def verify_export(path: Path, weights_sha256: str) -> str | None:
+    """What is wrong with the export in ``path`` (a phrase), or None when every file it records is there
+    with its recorded size and sha256 and it was made from weights ``weights_sha256``."""
+    record_path = path / RECORD
+    if not record_path.is_file():
+        return "is missing" if not path.exists() else f"has no {RECORD}"
+    try:
+        record = json.loads(record_path.read_text())
+        files: dict[str, dict[str, Any]] = record["files"]
+        made_from, file_name = record["weights_sha256"], record["file"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"has an unreadable {RECORD} ({exc})"
+    if made_from != weights_sha256:
+        return f"was made from other weights ({made_from[:12]}, expected {weights_sha256[:12]})"
+    if file_name not in files:
+        return f"does not record its ONNX file {file_name}"
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != expected["bytes"]:
+            return f"has {name} missing or truncated"
+        if file_sha256(file) != expected["sha256"]:
+            return f"has {name} corrupt (sha256 mismatch)"
+    return None
+
+
+def _read(path: Path) -> Export:
+    return Export(path=path, file_name=json.loads((path / RECORD).read_text())["file"])
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """sentence-transformers warns that an exported model should be saved and that it found no ONNX file
+    to load, and the tracer that what it traced is constant: all expected here, so silenced while exporting."""
+    loggers = [
+        logging.getLogger(n)
+        for n in ("sentence_transformers.backend.utils", "sentence_transformers.backend.load")
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _export_float32(model_dir: Path, target: Path) -> str:
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        with _quiet_exporter():
+            model = SentenceTransformer(
+                str(model_dir),
+                device="cpu",
+                backend="onnx",
+                local_files_only=True,
+                model_kwargs={"export": True},
+            )
+            model.save_pretrained(str(target))
+    except Exception as exc:  # the exporter raises many types; every one means "cannot export this model"
+        raise ExportError(f"{model_dir} cannot be exported to ONNX: {exc}") from exc
+    if not (target / FLOAT32_FILE).is_file():
+        raise ExportError(f"exporting {model_dir} to ONNX wrote no {FLOAT32_FILE}")
+    return FLOAT32_FILE
+
+
+def _export_int8(
+    model_dir: Path, weights_sha256: str, quantization: str, cache_dir: Path, target: Path
+) -> str:
+    """The float32 export (made first if needed) quantised with sentence-transformers' dynamic
+    quantisation helper for ``quantization`` (``avx512_vnni``, ``avx2``, ...)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    base = ensure_export(model_dir, weights_sha256, "onnx", "", cache_dir)
+    shutil.copytree(
+        base.path, target, dirs_exist_ok=True, ignore=lambda _, names: {RECORD, "model.onnx"} & set(names)
+    )
+    try:
+        model = SentenceTransformer(
+            str(base.path),
+            device="cpu",
+            backend="onnx",
+            local_files_only=True,
+            model_kwargs={"file_name": base.file_name},
+        )
+        export_dynamic_quantized_onnx_model(model, quantization, str(target))
+    except Exception as exc:
+        raise ExportError(
+            f"the ONNX export of {model_dir} cannot be quantised ({quantization}): {exc}"
+        ) from exc
+    written = sorted((target / "onnx").glob("*.onnx"))
+    if len(written) != 1:
+        raise ExportError(f"quantising {model_dir} wrote {len(written)} ONNX files, expected one")
+    return written[0].relative_to(target).as_posix()
+
+
+def _write_record(
+    folder: Path, weights_sha256: str, identity: str, quantization: str, file_name: str
+) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    record = {
+        "format": RECORD_FORMAT,
+        "backend": identity,
+        "quantization": quantization or None,
+        "weights_sha256": weights_sha256,
+        "file": file_name,
+        "exported_with": {p: version(p) for p in ("sentence-transformers", "optimum-onnx", "onnxruntime")},
+        "files": {
+            p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+            for p in files
+        },
+    }
+    (folder / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+    for path in [*files, folder / RECORD, *(p for p in folder.rglob("*") if p.is_dir()), folder]:
+        fsync(path)
+
+
+def _remove(path: Path) -> None:
+    """Move a failed export out of the way at once (a rename), then delete it."""
+    aside = path.with_name(f".tmp-{path.name}-stale")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.rename(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
