@@ -176,6 +176,7 @@ def test_killed_midway_leaves_the_served_index_and_a_rerun_reuses_shards(
     command = [
         sys.executable, "-m", "semqa.cli", "index", str(docs), "--engine", "ray", "--ray-address", ray_address,
         "--index-dir", str(index_dir), "--cache-dir", str(cache), "--ray-shard-chars", str(SHARD_CHARS), "--quiet",
+        "--backend", "torch",  # as the in-process re-run below: shards are keyed by backend
     ]  # fmt: skip
     log = (tmp_path / "killed.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
