@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from semqa.evaluation import DEEP_TOP_K, SERVED_TOP_K
 from semqa.settings import FUSIONS, MODES, Settings
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MODES,
         action="append",
         help="modes to measure (default: all three)",
+    )
+    evaluate.add_argument(
+        "--deep",
+        action="store_true",
+        help=f"BEIR: also ask for {DEEP_TOP_K} documents per query for Recall@{DEEP_TOP_K} (labelled "
+        f"'top_k={DEEP_TOP_K}': deeper than the served top_k={SERVED_TOP_K}, so the searcher fuses more "
+        "candidates than /ask does)",
     )
     evaluate.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     _add_index_flags(evaluate)
@@ -233,7 +241,10 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         with _scratch_searcher(settings, [data.corpus], encoder) as searcher:
             for mode in modes:
                 search = _eval_search(searcher, mode, beir=True)
-                results[f"beir:{args.beir.name}/{args.split}/{mode}"] = evaluation.beir_metrics(data, search)
+                name = f"beir:{args.beir.name}/{args.split}/{mode}"
+                results[name] = evaluation.beir_metrics(data, search, SERVED_TOP_K)
+                if args.deep:
+                    results[f"{name}/top_k={DEEP_TOP_K}"] = evaluation.beir_metrics(data, search, DEEP_TOP_K)
     config = {
         "chunk_tokens": settings.chunk_tokens,
         "chunk_overlap": settings.chunk_overlap,
@@ -241,6 +252,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         "fusion_alpha": settings.fusion_alpha,
         "highlight_alpha": settings.highlight_alpha,
         "candidates": settings.candidates,
+        # as /ask is asked: top_k passages for the questions; top_k documents (group_by_document) for BEIR
+        "top_k": SERVED_TOP_K,
     }
     if args.json:
         print(json.dumps({"settings": config, **results}))
