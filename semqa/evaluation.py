@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-
 SERVED_TOP_K = 10  # nDCG@10 and MRR@10 need ten results: what a client asks /ask for (top_k=10)
 DEEP_TOP_K = 100  # only when asked for (`semqa eval --deep`): Recall@100 needs 100 documents
 
