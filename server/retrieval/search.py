@@ -181,7 +181,15 @@ class Searcher:
             offsets, vectors = stored.get(p.chunk.chunk_id, ([], None))
             dense = dict(zip(offsets, (vectors @ vector).tolist(), strict=True)) if offsets else None
             span = best_span(
-                p.chunk.text, terms, idf, lexical.analyze, dense, self.config.highlight_alpha, p.chunk.title
+                p.chunk.text,
+                terms,
+                idf,
+                lexical.analyze,
+                dense,
+                self.config.highlight_alpha,
+                p.chunk.title,
+                passage_cosine=p.dense_score,
+                question=question,
             )
             highlighted.append(replace(p, highlight=span))
         return highlighted
