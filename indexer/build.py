@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from embeddings import EmbeddingCache, Encoder
-from indexer.chunking import ChunkingConfig, chunk_document, quotable_sentences
+from indexer.chunking import ChunkingConfig, chunk_document, embedding_inputs, quotable_sentences
 from indexer.documents import Chunk
 from indexer.lexical import LexicalIndex
 from indexer.readers import CorpusError, Skipped, read_corpus
@@ -55,13 +55,15 @@ def build_index(
     ids = [c.chunk_id for c in chunks]
     if len(set(ids)) != len(ids):  # 63-bit hashes: astronomically unlikely, but never silently merge chunks
         raise CorpusError("two chunks hashed to the same id; rename one of the documents and rebuild")
-    texts = [c.text for c in chunks]
-    spans = [quotable_sentences(text) for text in texts]
+    spans = [quotable_sentences(c.text) for c in chunks]
+    texts, embed_spans = embedding_inputs(chunks, spans, encoder, chunking)
     embed_started = time.perf_counter()
     if cache is not None:
-        vectors, span_vectors, embedded = cache.encode(texts, spans, batch_size=batch_size, progress=progress)
+        vectors, span_vectors, embedded = cache.encode(
+            texts, embed_spans, batch_size=batch_size, progress=progress
+        )
     else:
-        vectors, span_vectors = encoder.encode_spans(texts, spans, batch_size=batch_size)
+        vectors, span_vectors = encoder.encode_spans(texts, embed_spans, batch_size=batch_size)
         embedded = len(texts)
     embed_seconds = time.perf_counter() - embed_started
     manifest = Manifest(

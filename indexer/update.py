@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddings import EmbeddingCache, Encoder
-from indexer.chunking import ChunkingConfig, chunk_document, quotable_sentences
+from indexer.chunking import ChunkingConfig, chunk_document, embedding_inputs, quotable_sentences
 from indexer.documents import Chunk, Document
 from indexer.lexical import LexicalIndex
 from indexer.store import (
@@ -66,12 +66,12 @@ def _prepare(
     """Chunks of the upserted documents, their sentence spans, vectors, span vectors, and how many
     passages had to be embedded (the rest came from the cache)."""
     chunks = [c for doc in upserts for c in chunk_document(doc, encoder, chunking)]
-    texts = [c.text for c in chunks]
-    spans = [quotable_sentences(t) for t in texts]
+    spans = [quotable_sentences(c.text) for c in chunks]
+    texts, embed_spans = embedding_inputs(chunks, spans, encoder, chunking)
     if cache is not None:
-        vectors, span_vectors, embedded = cache.encode(texts, spans)
+        vectors, span_vectors, embedded = cache.encode(texts, embed_spans)
     else:
-        vectors, span_vectors = encoder.encode_spans(texts, spans)
+        vectors, span_vectors = encoder.encode_spans(texts, embed_spans)
         embedded = len(texts)
     return chunks, spans, vectors, span_vectors, embedded
 

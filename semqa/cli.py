@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semqa.evaluation import DEEP_TOP_K, SERVED_TOP_K
-from semqa.settings import FUSIONS, MODES, Settings
+from semqa.settings import FUSIONS, MODES, RANKINGS, Settings
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
     from embeddings import Encoder
@@ -40,6 +40,7 @@ def _add_index_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion", choices=FUSIONS, help="hybrid fusion (SEMQA_FUSION)")
     parser.add_argument("--fusion-alpha", type=float, help="dense weight in the fusion (SEMQA_FUSION_ALPHA)")
     parser.add_argument("--candidates", type=int, help="candidates per retriever (SEMQA_CANDIDATES)")
+    parser.add_argument("--ranking", choices=RANKINGS, help="hybrid ranking: model or fusion (SEMQA_RANKING)")
     parser.add_argument(
         "--highlight-alpha", type=float, help="dense weight in highlights (SEMQA_HIGHLIGHT_ALPHA)"
     )
@@ -252,6 +253,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         "fusion_alpha": settings.fusion_alpha,
         "highlight_alpha": settings.highlight_alpha,
         "candidates": settings.candidates,
+        "ranking": settings.ranking,
         # as /ask is asked: top_k passages for the questions; top_k documents (group_by_document) for BEIR
         "top_k": SERVED_TOP_K,
     }

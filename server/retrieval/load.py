@@ -5,6 +5,7 @@ from __future__ import annotations
 from embeddings import Encoder, load_encoder
 from indexer import IndexVersion, load_version
 from semqa.settings import Settings
+from server.retrieval.ranking import Ranker
 from server.retrieval.search import RetrievalConfig, Searcher
 
 
@@ -27,5 +28,6 @@ def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searche
         alpha=settings.fusion_alpha,
         highlight_alpha=settings.highlight_alpha,
         candidates=settings.candidates,
+        ranker=Ranker.load() if settings.ranking == "model" else None,
     )
     return Searcher(encoder, version, config)

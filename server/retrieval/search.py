@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from embeddings import Encoder
 from indexer import Chunk, IndexVersion
 from semqa.settings import Mode
+from server.retrieval.evidence import model_scores
 from server.retrieval.fusion import fuse
 from server.retrieval.highlight import Highlight, best_span
+from server.retrieval.ranking import Ranker
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class RetrievalConfig:
     alpha: float = 0.4  # weight of the dense side in the fusion
     highlight_alpha: float = 0.7  # weight of the dense side when choosing the highlight inside a passage
     candidates: int = 100  # per retriever, before fusion
+    # hybrid mode: the ranking model (fusion + more evidence, server/retrieval/ranking.py); None: fusion alone
+    ranker: Ranker | None = field(default_factory=Ranker.load)
 
 
 class Searcher:
@@ -115,7 +119,13 @@ class Searcher:
                 options.mode,
                 allowed,
             )
-            passages = self._rank(version, ids, dense, lexical, top_k, options)
+            scores = None
+            if options.mode == "hybrid" and self.config.ranker is not None and dense_found is not None:
+                # hook (issue 11): the ranking model's scores; server/retrieval/evidence.py reads its inputs
+                scores = model_scores(
+                    self.config.ranker, version, question, dense_found[row][0], ids, dense, lexical
+                )
+            passages = self._rank(version, ids, dense, lexical, top_k, options, scores)
             if options.highlight:
                 passages = self._highlight(
                     version, question, None if dense_found is None else dense_found[row][0], passages
@@ -202,15 +212,17 @@ class Searcher:
         lexical: np.ndarray,
         top_k: int,
         options: SearchOptions,
+        scores: np.ndarray | None = None,
     ) -> list[Passage]:
         if not len(ids):
             return []
-        if options.mode == "dense":
-            scores = dense.astype(np.float64)
-        elif options.mode == "lexical":
-            scores = lexical.astype(np.float64)
-        else:
-            scores = fuse(dense, lexical, self.config.fusion, self.config.alpha)
+        if scores is None:  # else the ranking model's (hybrid mode)
+            if options.mode == "dense":
+                scores = dense.astype(np.float64)
+            elif options.mode == "lexical":
+                scores = lexical.astype(np.float64)
+            else:
+                scores = fuse(dense, lexical, self.config.fusion, self.config.alpha)
         order = np.argsort(-scores, kind="stable")
         if options.min_score is not None:
             order = order[scores[order] >= options.min_score]
