@@ -40,7 +40,7 @@ def test_manifest_records_the_build(small_corpus, tmp_path, encoder):
     assert manifest["model_sha256"] == encoder.weights_sha256
     assert manifest["dimension"] == 384
     assert manifest["document_count"] == 2 and manifest["chunk_count"] == report.chunks
-    assert manifest["chunking"] == {"chunk_tokens": 128, "overlap": 32}
+    assert manifest["chunking"] == {"chunk_tokens": 128, "overlap": 32, "embed_title": True}
     assert len(manifest["corpus_fingerprint"]) == 64 and manifest["built_at"]
     assert {"dense.faiss", "chunks.sqlite", "lexical/ids.npy", "lexical/vocab.index.json"} <= set(
         manifest["files"]

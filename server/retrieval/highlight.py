@@ -5,8 +5,7 @@ Spans are scored like retrieval scores passages: BM25 over the same analysed ter
 idf, fused with the question's cosine to the sentence's vector, which the indexer stored from the passage's
 own forward pass (late chunking: the sentence read in context). No model call happens here. Inside a sentence too long to quote
 (unpunctuated text), the window is the one holding the most question words, centred on them, so the words
-around the match (where the answer usually is) come with it; such a window has no stored vector of its own
-and takes the passage's cosine as its dense evidence.
+around the match (where the answer usually is) come with it.
 
 The sentence that answers is often not the one that repeats the question but the one after it ("The
 second meeting was held in Beijing. ASE and ISMS attended."): each span also gets ``CONTEXT_WEIGHT`` of
@@ -31,7 +30,7 @@ WINDOW_WORDS = 20  # length of the word window quoted from a sentence too long t
 HEADING_WORDS = 12
 SENTENCE_MARKS = (".", "!", "?", "…", "。", "！", "？", ":", ";")
 # Measured on the dev questions (BENCHMARKS.md): the highlight holds the evidence in 17 of 21 passages
-# without the context carry-over and the passage cosine for windows, 19 with them (weights 0.5 to 0.7 alike).
+# without the context carry-over, 18 with it (weights 0.5 to 0.7 alike).
 CONTEXT_WEIGHT = 0.5  # share of the previous span's score added to a span's own
 _ASKS_FOR_NUMBER = re.compile(
     r"\bhow\s+(many|much|long|far|old|often|big|large|high|tall|deep|wide|heavy|soon)\b|\bwhen\b"
@@ -127,12 +126,10 @@ def best_span(
     alpha: float = 0.5,
     title: str = "",
     *,
-    passage_cosine: float | None = None,
     question: str = "",
 ) -> Highlight:
     """The best span of ``text``: BM25 of the question's terms, fused (z-scores, ``alpha`` on the dense side)
-    with ``dense``, the question's cosine to each stored sentence vector (``passage_cosine``, the
-    question's cosine to the whole passage, for spans with none), plus the context carry-over; when
+    with ``dense``, the question's cosine to each stored sentence vector, plus the context carry-over; when
     ``question`` asks for a number, among the spans that hold one. The first span wins ties."""
     wanted = {t: idf[t] for t in question_terms if idf.get(t, 0.0) > 0}
     spans = candidate_spans(text, wanted, analyze, title) or [(0, len(text))]
@@ -142,8 +139,9 @@ def best_span(
         cosines = np.array([dense.get(span, np.nan) for span in spans])
         known = ~np.isnan(cosines)
         if known.any():
-            # a window inside a long sentence has no stored vector: the passage's is the nearest evidence
-            cosines[~known] = passage_cosine if passage_cosine is not None else cosines[known].mean()
+            # a window inside a long sentence has no stored vector: it gets the average dense evidence (the
+            # passage's own cosine, tried, is higher than most sentences' and made windows win regardless)
+            cosines[~known] = cosines[known].mean()
             scores = (1 - alpha) * zscore(scores) + alpha * zscore(cosines)
     scores = scores + CONTEXT_WEIGHT * np.concatenate([[0.0], scores[:-1]])
     if question and asks_for_number(question):

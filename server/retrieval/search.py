@@ -198,7 +198,6 @@ class Searcher:
                 dense,
                 self.config.highlight_alpha,
                 p.chunk.title,
-                passage_cosine=p.dense_score,
                 question=question,
             )
             highlighted.append(replace(p, highlight=span))
