@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from embeddings.backends import vector_family
 from embeddings.encoder import Encoder
 
 BLOCK = 512  # texts encoded and committed together
@@ -30,14 +31,16 @@ def cache_key(text: str, spans: Spans) -> bytes:
 
 
 def cache_file(weights_sha256: str, backend: str) -> str:
-    """One file per model and backend (vectors differ slightly between backends, so one backend's vectors
-    are never served as another's); torch keeps the name it had before there were other backends."""
-    suffix = "" if backend == "torch" else f"-{backend}"
+    """One file per model and family of interchangeable backends: torch and onnx agree to 2.5e-7 and
+    share one (the name it had before there were other backends), so switching between them embeds
+    nothing again; each int8 model computes other vectors and keeps its own."""
+    family = vector_family(backend)
+    suffix = "" if family == vector_family("torch") else f"-{backend}"
     return f"embeddings-{weights_sha256[:16]}{suffix}.sqlite"
 
 
 class EmbeddingCache:
-    """Vectors of one model on one backend, in ``<cache_dir>/embeddings-<weights sha256[:16]>[-<backend>].sqlite``."""
+    """Vectors of one model and backend family, in ``<cache_dir>/embeddings-<weights sha256[:16]>[-<int8 backend>].sqlite``."""
 
     def __init__(self, cache_dir: Path, encoder: Encoder) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -91,6 +91,7 @@ class TokenCounter(Protocol):
 class ChunkingConfig:
     chunk_tokens: int = 128
     overlap: int = 32
+    embed_title: bool = True  # the model reads the document title before each passage (embedding_inputs)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -257,3 +258,28 @@ def chunk_document(doc: Document, counter: TokenCounter, config: ChunkingConfig)
             )
         )
     return chunks
+
+
+def embedding_inputs(
+    chunks: Sequence[Chunk],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    counter: TokenCounter,
+    config: ChunkingConfig,
+) -> tuple[list[str], list[list[tuple[int, int]]]]:
+    """What the model reads for each chunk, and each chunk's ``spans`` moved to match: with
+    ``config.embed_title``, the document's title on a line of its own before the passage (as BEIR's dense
+    baselines embed title + text), unless the passage already starts with it or the pair would not fit the
+    model whole; otherwise the passage alone. Span offsets stay relative to the chunk text in the store."""
+    texts = [c.text for c in chunks]
+    moved = [list(s) for s in spans]
+    if not config.embed_title:
+        return texts, moved
+    titled = [i for i, c in enumerate(chunks) if c.title.strip() and not c.text.startswith(c.title.strip())]
+    candidates = [f"{chunks[i].title.strip()}\n{texts[i]}" for i in titled]
+    limit = counter.max_content_tokens + counter.count_tokens([""])[0]  # max_seq_length
+    for i, text, tokens in zip(titled, candidates, counter.count_tokens(candidates), strict=True):
+        if tokens <= limit:
+            shift = len(text) - len(texts[i])
+            texts[i] = text
+            moved[i] = [(s + shift, e + shift) for s, e in moved[i]]
+    return texts, moved

@@ -14,7 +14,8 @@ before the generation it replaces.
 
 Tables: ``meta`` (format, model, dimension, backend, chunking), ``commits`` (per sequence: live documents
 and passages, time), ``derived`` (per derived index: the sequence it reflects), ``documents`` and
-``chunks`` (passages, with ``vector`` float32, ``span_offsets`` int32 pairs, ``span_vectors`` float16).
+``chunks`` (passages, with ``vector`` float32, ``span_offsets`` int32 pairs, ``span_vectors`` float16, and
+``terms``: the distinct analysed terms of title and text, which ranking reads instead of re-analysing).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 
 from indexer.documents import Chunk, Document
 from indexer.layout import IndexLoadError
+from indexer.lexical import ANALYZE, passage_body
 
 FORMAT_VERSION = 4  # 4: the segment store (one SQLite store, derived generations)
 SQL_BATCH = 500  # values per IN (...), under SQLite's variable limit on any version
@@ -51,7 +53,7 @@ CREATE INDEX documents_deleted ON documents (dseq) WHERE dseq IS NOT NULL;
 CREATE TABLE chunks (id INTEGER NOT NULL, seq INTEGER NOT NULL, dseq INTEGER, document_id TEXT NOT NULL,
                      title TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL,
                      metadata TEXT NOT NULL, vector BLOB NOT NULL, span_offsets BLOB NOT NULL,
-                     span_vectors BLOB NOT NULL, UNIQUE (id, seq));
+                     span_vectors BLOB NOT NULL, terms TEXT NOT NULL, UNIQUE (id, seq));
 CREATE INDEX chunks_by_document ON chunks (document_id, start);
 CREATE INDEX chunks_by_seq ON chunks (seq);
 CREATE INDEX chunks_deleted ON chunks (dseq) WHERE dseq IS NOT NULL;
@@ -328,7 +330,7 @@ class Store:
             ),
         )
         db.executemany(
-            "INSERT INTO chunks VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO chunks VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (
                     p.chunk.chunk_id,
@@ -342,6 +344,7 @@ class Store:
                     np.asarray(p.vector, dtype=np.float32).tobytes(),
                     _spans_blob(p.spans),
                     np.asarray(p.span_vectors, dtype=np.float16).tobytes(),
+                    " ".join(dict.fromkeys(ANALYZE([passage_body(p.chunk.title, p.chunk.text)])[0])),
                 )
                 for u in upserts
                 for p in u.passages
@@ -479,6 +482,19 @@ class StoreView:
                 np.frombuffer(vectors, dtype=np.float16).astype(np.float32).reshape(-1, dimension),
             )
         return out
+
+    def evidence(self, ids: Sequence[int]) -> tuple[dict[int, str], np.ndarray, np.ndarray]:
+        """What ranking reads of each passage, in one query: its distinct terms (space-separated), and all
+        its sentences' vectors, as one matrix with the row of ``ids`` each sentence belongs to."""
+        dimension = self.store.config.dimension
+        rows = self._select(
+            "SELECT id, terms, span_vectors FROM chunks WHERE id IN ({})", [int(i) for i in ids]
+        )
+        row_of = {int(i): r for r, i in enumerate(ids)}
+        counts = [len(r[2]) // (2 * dimension) for r in rows]
+        owners = np.repeat(np.array([row_of[r[0]] for r in rows], dtype=np.int64), counts)
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float16).reshape(-1, dimension)
+        return {r[0]: r[1] for r in rows}, owners, vectors
 
     def document_of(self, ids: Sequence[int]) -> dict[int, str]:
         """The document id of each chunk id (a light query: no text)."""

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semqa.settings import BACKENDS, ENGINES, FUSIONS, MODES, Settings
+from semqa.evaluation import DEEP_TOP_K, SERVED_TOP_K
+from semqa.settings import BACKENDS, ENGINES, FUSIONS, MODES, RANKINGS, Settings
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
     from embeddings import Encoder
@@ -41,6 +42,7 @@ def _add_index_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion", choices=FUSIONS, help="hybrid fusion (SEMQA_FUSION)")
     parser.add_argument("--fusion-alpha", type=float, help="dense weight in the fusion (SEMQA_FUSION_ALPHA)")
     parser.add_argument("--candidates", type=int, help="candidates per retriever (SEMQA_CANDIDATES)")
+    parser.add_argument("--ranking", choices=RANKINGS, help="hybrid ranking: model or fusion (SEMQA_RANKING)")
     parser.add_argument(
         "--highlight-alpha", type=float, help="dense weight in highlights (SEMQA_HIGHLIGHT_ALPHA)"
     )
@@ -103,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MODES,
         action="append",
         help="modes to measure (default: all three)",
+    )
+    evaluate.add_argument(
+        "--deep",
+        action="store_true",
+        help=f"BEIR: also ask for {DEEP_TOP_K} documents per query for Recall@{DEEP_TOP_K} (labelled "
+        f"'top_k={DEEP_TOP_K}': deeper than the served top_k={SERVED_TOP_K}, so the searcher fuses more "
+        "candidates than /ask does)",
     )
     evaluate.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     _add_index_flags(evaluate)
@@ -298,7 +307,10 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         with _scratch_searcher(settings, [data.corpus], encoder) as searcher:
             for mode in modes:
                 search = _eval_search(searcher, mode, beir=True)
-                results[f"beir:{args.beir.name}/{args.split}/{mode}"] = evaluation.beir_metrics(data, search)
+                name = f"beir:{args.beir.name}/{args.split}/{mode}"
+                results[name] = evaluation.beir_metrics(data, search, SERVED_TOP_K)
+                if args.deep:
+                    results[f"{name}/top_k={DEEP_TOP_K}"] = evaluation.beir_metrics(data, search, DEEP_TOP_K)
     config = {
         "backend": encoder.backend,
         "chunk_tokens": settings.chunk_tokens,
@@ -307,6 +319,9 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         "fusion_alpha": settings.fusion_alpha,
         "highlight_alpha": settings.highlight_alpha,
         "candidates": settings.candidates,
+        "ranking": settings.ranking,
+        # as /ask is asked: top_k passages for the questions; top_k documents (group_by_document) for BEIR
+        "top_k": SERVED_TOP_K,
     }
     if args.json:
         print(json.dumps({"settings": config, **results}))

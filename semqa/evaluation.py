@@ -1,4 +1,10 @@
-"""Retrieval quality: evidence-string questions (R@1, R@5, MRR@10) and BEIR datasets (nDCG@10, Recall@100)."""
+"""Retrieval quality: evidence-string questions (R@1, R@5, MRR@10) and BEIR datasets (nDCG@10, Recall@k).
+
+Both measure what ``POST /ask`` serves: the questions ask for ``SERVED_TOP_K`` passages, BEIR queries for
+``SERVED_TOP_K`` documents (one passage each), so the searcher fuses exactly the candidates it fuses for a
+client asking with those settings. Anything deeper (Recall@100 needs 100 documents, and the searcher then
+proposes more candidates per retriever) is asked for explicitly and labelled.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
+
+SERVED_TOP_K = 10  # nDCG@10 and MRR@10 need ten results: what a client asks /ask for (top_k=10)
+DEEP_TOP_K = 100  # only when asked for (`semqa eval --deep`): Recall@100 needs 100 documents
 
 
 class Retrieved(NamedTuple):
@@ -50,7 +59,7 @@ def read_questions(path: Path) -> list[Question]:
 def evidence_metrics(questions: Sequence[Question], search: SearchFn) -> dict[str, float]:
     """R@1, R@5 and MRR@10, where a hit is a passage containing the evidence text; and ``highlight``, the
     share of returned passages containing the evidence whose highlight contains it too."""
-    results = search([q.question for q in questions], 10)
+    results = search([q.question for q in questions], SERVED_TOP_K)
     r1 = r5 = mrr = 0.0
     hits = highlighted = 0
     for q, passages in zip(questions, results, strict=True):
@@ -119,17 +128,22 @@ def read_beir(directory: Path, split: str) -> BeirSet:
     return BeirSet(corpus=corpus, queries=queries, qrels=qrels)
 
 
-def beir_metrics(data: BeirSet, search: SearchFn) -> dict[str, float]:
-    """Document-level nDCG@10 and Recall@100: a document ranks by its best chunk.
-
-    ``search`` should return at most one chunk per document (group by document), 100 of them.
-    """
+def beir_per_query(data: BeirSet, search: SearchFn, top_k: int = SERVED_TOP_K) -> dict[str, list[float]]:
+    """Per query (in ``data.queries`` order): nDCG@10 and Recall@``top_k`` of the ``top_k`` documents
+    ``search`` returns (a document ranks by its best chunk; ``search`` should group by document)."""
     ids = list(data.queries)
-    results = search([data.queries[i] for i in ids], 100)
-    ndcg = recall = 0.0
+    results = search([data.queries[i] for i in ids], top_k)
+    ndcg, recall = [], []
     for query_id, passages in zip(ids, results, strict=True):
         ranked = list(dict.fromkeys(p.document_id for p in passages))
-        ndcg += ndcg_at_k(ranked, data.qrels[query_id], 10)
-        recall += recall_at_k(ranked, data.qrels[query_id], 100)
-    n = max(1, len(ids))
-    return {"queries": len(ids), "nDCG@10": ndcg / n, "Recall@100": recall / n}
+        ndcg.append(ndcg_at_k(ranked, data.qrels[query_id], 10))
+        recall.append(recall_at_k(ranked, data.qrels[query_id], top_k))
+    return {"nDCG@10": ndcg, f"Recall@{top_k}": recall}
+
+
+def beir_metrics(data: BeirSet, search: SearchFn, top_k: int = SERVED_TOP_K) -> dict[str, float]:
+    """Document-level nDCG@10 and Recall@``top_k``, averaged over the queries, with ``top_k`` documents
+    asked for (the served ``SERVED_TOP_K`` unless a deeper measurement is wanted)."""
+    per_query = beir_per_query(data, search, top_k)
+    n = max(1, len(data.queries))
+    return {"queries": len(data.queries), "top_k": top_k, **{k: sum(v) / n for k, v in per_query.items()}}

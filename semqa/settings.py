@@ -20,6 +20,8 @@ Fusion = Literal["zscore", "minmax", "rrf"]
 FUSIONS: tuple[str, ...] = get_args(Fusion)
 Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = get_args(Engine)
+Ranking = Literal["model", "fusion"]
+RANKINGS: tuple[str, ...] = get_args(Ranking)
 
 
 class Settings(BaseSettings):
@@ -92,6 +94,10 @@ class Settings(BaseSettings):
         0.7, ge=0.0, le=1.0, description="Weight of the dense score in highlights."
     )
     candidates: int = Field(100, ge=1, le=10_000, description="Candidates per retriever before fusion.")
+    ranking: Ranking = Field(
+        "model",
+        description="Hybrid ranking: the shipped model (fusion + sentence, coverage, feedback) or fusion alone.",
+    )
 
     # Service.
     host: str = Field("127.0.0.1", description="Address to bind.")

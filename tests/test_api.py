@@ -34,7 +34,10 @@ def test_ask_returns_ranked_passages_from_the_corpus(client):
     assert all(set(p) == PASSAGE_FIELDS for p in passages)
     scores = [p["score"] for p in passages]
     assert scores == sorted(scores, reverse=True)
-    assert "More than 1,000 Chinese experts" in passages[0]["text"]
+    # the conference's own document first; the passage with the count among the top (title + passage
+    # embeddings put two other passages of that document above it: BENCHMARKS.md, issue 11)
+    assert passages[0]["document_id"].startswith("001")
+    assert any("More than 1,000 Chinese experts" in p["text"] for p in passages)
     documents = {d.id: d.text for d in read_corpus([CORPUS]).documents}
     for p in passages:
         assert documents[p["document_id"]][p["start"] : p["end"]] == p["text"]

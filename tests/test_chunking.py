@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import replace
 
 import pytest
 
 from indexer import ChunkingConfig, Document, read_corpus
-from indexer.chunking import chunk_document, chunk_spans
+from indexer.chunking import chunk_document, chunk_spans, embedding_inputs
 from tests.conftest import CORPUS
 
 
@@ -84,3 +85,23 @@ def test_pdf_chunks_carry_their_page(encoder):
     assert [c.metadata for c in chunks] == [{"page": 1}, {"page": 2}]
     (whole,) = chunk_document(doc, encoder, ChunkingConfig(chunk_tokens=64, overlap=0))
     assert whole.metadata == {"page": 1, "page_end": 2}
+
+
+def test_the_model_reads_the_title_before_each_passage(encoder):
+    doc = Document(id="d", title="Lunar relay satellites", text="Queqiao relays signals. It orbits L2.")
+    chunk = chunk_document(doc, encoder, ChunkingConfig())[0]
+    spans = [[(0, 23), (24, 37)]]
+    texts, moved = embedding_inputs([chunk], spans, encoder, ChunkingConfig())
+    assert texts == ["Lunar relay satellites\nQueqiao relays signals. It orbits L2."]
+    assert [texts[0][s:e] for s, e in moved[0]] == ["Queqiao relays signals.", "It orbits L2."]
+    assert embedding_inputs([chunk], spans, encoder, ChunkingConfig(embed_title=False)) == (
+        [chunk.text],
+        spans,
+    )
+    titled = replace(
+        chunk, text="Lunar relay satellites\nQueqiao relays signals."
+    )  # the passage starts with it
+    assert embedding_inputs([titled], [[]], encoder, ChunkingConfig())[0] == [titled.text]
+    # a title that would not fit the model whole with the passage is left out, never truncated
+    long_title = replace(chunk, title="relay " * encoder.max_seq_length)
+    assert embedding_inputs([long_title], spans, encoder, ChunkingConfig()) == ([chunk.text], spans)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+import requests
 
+from semqa.cli import main
 from semqa.evaluation import (
     Question,
     Retrieved,
@@ -15,6 +18,8 @@ from semqa.evaluation import (
     read_beir,
     recall_at_k,
 )
+from semqa.launch import running_server
+from server.retrieval import Searcher
 from tests.conftest import DATA
 
 
@@ -60,3 +65,38 @@ def test_read_beir_layout():
     assert len(data.queries) == 12 and set(data.queries) == set(data.qrels)
     with pytest.raises(FileNotFoundError, match="queries_dev.jsonl"):
         read_beir(DATA / "scifact_sample", "dev")
+
+
+def test_eval_measures_what_ask_serves(tmp_path, capsys, cache_dir, monkeypatch):
+    """`semqa eval --beir` scores the ten documents a client gets from POST /ask with top_k=10 and
+    group_by_document=true (so the searcher fuses the candidates it fuses for /ask), and anything deeper
+    only with --deep, labelled."""
+    sample = DATA / "scifact_sample"
+    common = ["--cache-dir", str(cache_dir), "--quiet"]
+    index_dir = tmp_path / "index"
+    assert main(["index", str(sample / "corpus.jsonl"), "--index-dir", str(index_dir), *common]) == 0
+    data = read_beir(sample, "train")
+    served = []
+    with running_server(["--index-dir", str(index_dir)], env={"SEMQA_CACHE_DIR": str(cache_dir)}) as server:
+        for query_id, question in data.queries.items():
+            body = {"question": question, "top_k": 10, "group_by_document": True, "mode": "hybrid"}
+            answer = requests.post(server.url + "/ask", json=body, timeout=60).json()
+            ranked = [p["document_id"] for p in answer["passages"]]
+            served.append(ndcg_at_k(ranked, data.qrels[query_id], 10))
+    asked: list[tuple[int, bool]] = []
+    search_batch = Searcher.search_batch
+
+    def spy(self, questions, top_k=5, options=None, vectors=None):  # type: ignore[no-untyped-def]
+        asked.append((top_k, options.group_by_document))
+        return search_batch(self, questions, top_k, options, vectors)
+
+    monkeypatch.setattr(Searcher, "search_batch", spy)
+    beir = ["eval", "--beir", str(sample), "--split", "train", "--mode", "hybrid", "--json", *common]
+    assert main(beir) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(asked) == {(10, True)} and set(result) == {"settings", "beir:scifact_sample/train/hybrid"}
+    assert result["beir:scifact_sample/train/hybrid"]["nDCG@10"] == pytest.approx(sum(served) / len(served))
+    asked.clear()
+    assert main([*beir, "--deep"]) == 0
+    deep = json.loads(capsys.readouterr().out)["beir:scifact_sample/train/hybrid/top_k=100"]
+    assert set(asked) == {(10, True), (100, True)} and deep["top_k"] == 100 and "Recall@100" in deep

@@ -105,3 +105,28 @@ def test_highlight_is_a_sentence_or_a_centred_window(searcher):
     dense = {(0, 31): 0.9, (32, 76): 0.1, (77, 86): 0.2}  # a strong dense signal can outvote lexical
     span = best_span(prose, analyze(["When did it open?"])[0], index.idf(terms), analyze, dense, alpha=1.0)
     assert span.text == "The symposium opened on Monday."
+
+
+def test_highlight_answers_rather_than_repeats_the_question(searcher):
+    index = searcher.view.lexical
+
+    def highlight(text: str, question: str, **kwargs) -> str:
+        terms = ANALYZE([question])[0]
+        return best_span(text, terms, index.idf(terms), ANALYZE, question=question, **kwargs).text
+
+    counted = "Experts attended the space conference in Beijing. More than 1,000 came, from 30 countries."
+    assert (
+        highlight(counted, "How many experts attended the conference?")
+        == "More than 1,000 came, from 30 countries."
+    )
+    assert highlight(counted, "Which experts attended the conference?").startswith("Experts attended")
+    dated = "The launch site was rebuilt for the new rocket. Its first launch took place in May."
+    assert highlight(dated, "When did the rebuilt launch site see its first launch?").startswith("Its first")
+    # Of two sentences equally close to the question in meaning, the one after the sentence that names the
+    # topic wins, though it repeats fewer of the question's words.
+    prose = "The second preparatory meeting was held in Beijing. Space explorers and doctors attended it. Lunch was served."
+    spans = [(0, 51), (52, 92), (93, len(prose))]
+    assert [prose[s:e] for s, e in spans][1] == "Space explorers and doctors attended it."
+    dense = dict(zip(spans, [0.62, 0.62, 0.20], strict=True))
+    question = "Who attended the second meeting in Beijing?"
+    assert highlight(prose, question, dense=dense, alpha=0.7) == "Space explorers and doctors attended it."

@@ -69,7 +69,7 @@ def test_a_build_records_what_it_was_made_with(small_corpus, tmp_path, encoder):
     for name, meta in manifest["files"].items():
         assert (report.generation_dir / name).stat().st_size == meta["bytes"]
     store = Store(tmp_path / "index" / STORE)
-    assert store.config.chunking == {"chunk_tokens": 128, "overlap": 32}
+    assert store.config.chunking == {"chunk_tokens": 128, "overlap": 32, "embed_title": True}
     assert store.config.model_name == "all-MiniLM-L6-v2" and store.counts(store.latest()) == (
         2,
         report.chunks,
@@ -107,7 +107,7 @@ def test_other_chunking_remakes_every_passage_api_documents_too(small_corpus, tm
     before = reader(index_dir, encoder).view.store.document("api")["chunks"]
     build_index([small_corpus], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig(32, 8))
     store = Store(index_dir / STORE)
-    assert store.config.chunking == {"chunk_tokens": 32, "overlap": 8}
+    assert store.config.chunking == {"chunk_tokens": 32, "overlap": 8, "embed_title": True}
     assert reader(index_dir, encoder).view.store.document("api")["chunks"] > before
 
 

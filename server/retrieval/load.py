@@ -6,6 +6,7 @@ from embeddings import Encoder, load_encoder
 from indexer import IndexReader
 from indexer.dense import SearchEffort
 from semqa.settings import Settings
+from server.retrieval.ranking import Ranker
 from server.retrieval.search import RetrievalConfig, Searcher
 
 
@@ -44,5 +45,6 @@ def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searche
         alpha=settings.fusion_alpha,
         highlight_alpha=settings.highlight_alpha,
         candidates=settings.candidates,
+        ranker=Ranker.load() if settings.ranking == "model" else None,
     )
     return Searcher(encoder, open_reader(settings, encoder), config)

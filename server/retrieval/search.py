@@ -7,8 +7,8 @@ retrievers the mode asks for, give every candidate both scores, rank by the mode
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -16,8 +16,10 @@ from embeddings import Encoder
 from indexer import Chunk, IndexReader, IndexView
 from indexer.lexical import ANALYZE
 from semqa.settings import Mode
+from server.retrieval.evidence import model_scores
 from server.retrieval.fusion import fuse
 from server.retrieval.highlight import Highlight, best_span
+from server.retrieval.ranking import Ranker
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class RetrievalConfig:
     alpha: float = 0.4  # weight of the dense side in the fusion
     highlight_alpha: float = 0.7  # weight of the dense side when choosing the highlight inside a passage
     candidates: int = 100  # per retriever, before fusion
+    # hybrid mode: the ranking model (fusion + more evidence, server/retrieval/ranking.py); None: fusion alone
+    ranker: Ranker | None = field(default_factory=Ranker.load)
 
 
 class Searcher:
@@ -96,17 +100,23 @@ class Searcher:
         if options.mode != "lexical":
             if vectors is None:
                 vectors = self.encoder.encode(questions)
-            dense_found = view.dense.search(vectors, depth, allowed)
+            dense_found = view.dense.search(vectors, depth, allowed)  # (ids, scores) per question
         results = []
         for row, question in enumerate(questions):
             terms = ANALYZE([question])[0]
+            idf = view.lexical.idf(terms)
             vector = None if vectors is None or dense_found is None else vectors[row]
-            ids, dense, lexical = self._candidates(
-                view, terms, vector, None if dense_found is None else dense_found[row], depth, options
-            )
-            passages = self._rank(view, ids, dense, lexical, top_k, options)
+            found = None if dense_found is None else dense_found[row][0]
+            ids, candidate_vectors, lexical = self._candidates(view, terms, vector, found, depth, options)
+            dense = np.zeros(len(ids), np.float32) if vector is None else candidate_vectors @ vector
+            scores = None
+            if options.mode == "hybrid" and self.config.ranker is not None and vector is not None:
+                scores = model_scores(
+                    self.config.ranker, view, terms, idf, vector, ids, candidate_vectors, dense, lexical
+                )
+            passages = self._rank(view, ids, dense, lexical, top_k, options, scores)
             if options.highlight:
-                passages = self._highlight(view, terms, vector, passages)
+                passages = self._highlight(view, question, terms, idf, vector, passages)
             results.append(passages)
         return results
 
@@ -115,40 +125,51 @@ class Searcher:
         view: IndexView,
         terms: list[str],
         vector: np.ndarray | None,
-        dense_found: tuple[np.ndarray, np.ndarray] | None,
+        dense_ids: np.ndarray | None,
         depth: int,
         options: SearchOptions,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Candidate chunk ids with both their scores: each retriever proposes its ``depth`` best, and the
-        other's score is computed for the ones it did not propose."""
-        dense_ids, dense_scores = dense_found if dense_found is not None else (np.zeros(0, np.int64), None)
+        """Candidate chunk ids, their vectors (read once: the dense score and ranking both need them; empty
+        in lexical mode) and their BM25 scores: each retriever proposes its ``depth`` best, and the other's
+        score is computed for the ones it did not propose."""
         lexical_ids, lexical_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
         if options.mode != "dense":
             lexical_ids, lexical_scores = view.lexical.search(terms, depth, options.documents)
-        ids = np.unique(np.concatenate([dense_ids, lexical_ids]))
-        lexical = _scores_for(
-            ids, lexical_ids, lexical_scores, lambda missing: view.lexical.scores(terms, missing)
-        )
-        if vector is None:
-            dense = np.zeros(len(ids), dtype=np.float32)
-        else:
-            dense = _scores_for(
-                ids, dense_ids, dense_scores, lambda missing: view.dense.vectors(missing) @ vector
-            )
-        return ids, dense, lexical
+        proposed = [lexical_ids] if dense_ids is None else [dense_ids, lexical_ids]
+        ids = np.unique(np.concatenate(proposed))
+        lexical = np.zeros(len(ids), dtype=np.float32)
+        known = np.isin(ids, lexical_ids)
+        lookup = dict(zip(lexical_ids.tolist(), lexical_scores.tolist(), strict=True))
+        lexical[known] = [lookup[i] for i in ids[known].tolist()]
+        if (~known).any():
+            lexical[~known] = view.lexical.scores(terms, ids[~known])
+        vectors = np.zeros((0, 0), np.float32) if vector is None else view.dense.vectors(ids)
+        return ids, vectors, lexical
 
     def _highlight(
-        self, view: IndexView, terms: list[str], vector: np.ndarray | None, passages: list[Passage]
+        self,
+        view: IndexView,
+        question: str,
+        terms: list[str],
+        idf: dict[str, float],
+        vector: np.ndarray | None,
+        passages: list[Passage],
     ) -> list[Passage]:
         """Each passage with its best span (lexical evidence only in lexical mode: no question vector)."""
-        idf = view.lexical.idf(terms)
         stored = {} if vector is None else view.store.spans([p.chunk.chunk_id for p in passages])
         highlighted = []
         for p in passages:
             offsets, vectors = stored.get(p.chunk.chunk_id, ([], None))
             dense = dict(zip(offsets, (vectors @ vector).tolist(), strict=True)) if offsets else None
             span = best_span(
-                p.chunk.text, terms, idf, ANALYZE, dense, self.config.highlight_alpha, p.chunk.title
+                p.chunk.text,
+                terms,
+                idf,
+                ANALYZE,
+                dense,
+                self.config.highlight_alpha,
+                p.chunk.title,
+                question=question,
             )
             highlighted.append(replace(p, highlight=span))
         return highlighted
@@ -161,15 +182,18 @@ class Searcher:
         lexical: np.ndarray,
         top_k: int,
         options: SearchOptions,
+        scores: np.ndarray | None = None,
     ) -> list[Passage]:
+        """``scores`` are the ranking model's (hybrid mode); without them, the mode's own score ranks."""
         if not len(ids):
             return []
-        if options.mode == "dense":
-            scores = dense.astype(np.float64)
-        elif options.mode == "lexical":
-            scores = lexical.astype(np.float64)
-        else:
-            scores = fuse(dense, lexical, self.config.fusion, self.config.alpha)
+        if scores is None:
+            if options.mode == "dense":
+                scores = dense.astype(np.float64)
+            elif options.mode == "lexical":
+                scores = lexical.astype(np.float64)
+            else:
+                scores = fuse(dense, lexical, self.config.fusion, self.config.alpha)
         order = np.argsort(-scores, kind="stable")
         if options.min_score is not None:
             order = order[scores[order] >= options.min_score]
@@ -191,20 +215,3 @@ class Searcher:
             for i in order
             if int(ids[i]) in chunks  # a passage a newer commit replaced meanwhile is not served
         ]
-
-
-def _scores_for(
-    ids: np.ndarray,
-    known_ids: np.ndarray,
-    known: np.ndarray | None,
-    compute: Callable[[np.ndarray], np.ndarray],
-) -> np.ndarray:
-    """The score of each of ``ids``: from ``known`` where the retriever proposed it, ``compute``d for the rest."""
-    out = np.zeros(len(ids), dtype=np.float32)
-    have = np.isin(ids, known_ids) if known is not None else np.zeros(len(ids), dtype=bool)
-    if have.any():
-        lookup = dict(zip(known_ids.tolist(), np.asarray(known).tolist(), strict=True))
-        out[have] = [lookup[int(i)] for i in ids[have]]
-    if (~have).any():
-        out[~have] = compute(ids[~have])
-    return out

@@ -1,0 +1,48 @@
+"""What the ranking model needs about a question's candidates, read from the view being searched.
+
+``ranking`` itself is pure arithmetic on the arrays returned here. Per candidate it needs its unit passage
+vector (the dense side already read it), its stored sentence vectors and, per analysed question term,
+whether the passage (title + text, as indexed) holds it: the store keeps both per passage (``terms`` and
+``span_vectors``), read for all candidates in one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from indexer import IndexView
+from server.retrieval.ranking import Ranker, best_sentence, coverage, score
+
+
+def term_holdings(
+    terms_of: Mapping[int, str], ids: np.ndarray, terms: Sequence[str], idf: Mapping[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(holds, idf)``: for each candidate and each distinct question term the corpus has, whether the
+    passage holds it, and each term's idf."""
+    kept = [t for t in dict.fromkeys(terms) if idf.get(t, 0.0) > 0]
+    holds = np.zeros((len(ids), len(kept)), dtype=bool)
+    if kept:
+        for row, chunk_id in enumerate(ids.tolist()):
+            held = set(terms_of.get(chunk_id, "").split(" "))
+            holds[row] = [t in held for t in kept]
+    return holds, np.array([idf[t] for t in kept], dtype=np.float64)
+
+
+def model_scores(
+    ranker: Ranker,
+    view: IndexView,
+    terms: Sequence[str],
+    idf: Mapping[str, float],
+    vector: np.ndarray,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    dense: np.ndarray,
+    lexical: np.ndarray,
+) -> np.ndarray:
+    """The ranking model's score of each candidate (hybrid mode); ``vectors`` are the candidates' own."""
+    terms_of, owners, sentence_vectors = view.store.evidence(ids)
+    holds, term_idf = term_holdings(terms_of, ids, terms, idf)
+    sentences = best_sentence(sentence_vectors.astype(np.float32) @ vector, owners, dense)
+    return score(ranker, dense, lexical, sentences, coverage(holds, term_idf), vectors)
