@@ -141,6 +141,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from indexer import has_index
     from indexer.store import check_version
+    from server.keys import KeyRing
 
     # Metrics from every worker, aggregated: prometheus-client reads this when it is first imported.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="semqa-metrics-"))
@@ -156,6 +157,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         ).returncode:
             return 1
     check_version(settings.index_dir)  # a damaged index stops here, with the file's name, before any worker
+    KeyRing.from_settings(settings)  # and so does a key file that cannot be read, with the line
     serve(settings)
     return 0
 

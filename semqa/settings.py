@@ -16,6 +16,7 @@ Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[str, ...] = get_args(Mode)
 Fusion = Literal["zscore", "minmax", "rrf"]
 FUSIONS: tuple[str, ...] = get_args(Fusion)
+MAX_FILTER_DOCUMENTS = 1000  # document ids a search may be restricted to (HTTP API and MCP)
 
 
 class Settings(BaseSettings):
@@ -75,9 +76,18 @@ class Settings(BaseSettings):
     )
 
     # Security and limits of the write API.
-    api_keys: str = Field("", description="Comma-separated API keys that may write (Authorization: Bearer).")
-    api_key_file: Path | None = Field(None, description="File with one API key per line, added to api_keys.")
-    read_requires_key: bool = Field(False, description="Reads (/ask, /documents) need a key too.")
+    api_keys: str = Field(
+        "", description="Comma-separated API keys with the write scope, which may read too (Bearer tokens)."
+    )
+    read_keys: str = Field("", description="Comma-separated API keys with the read scope only.")
+    api_key_file: Path | None = Field(
+        None,
+        description="File of API keys, one a line: 'write <key>', 'read <key>' or '<key>' (write); '#' comments. "
+        "Re-read when it changes.",
+    )
+    read_requires_key: bool = Field(
+        False, description="Reads (/ask, /query, /documents, /metrics, MCP over HTTP) need a key too."
+    )
     max_upsert_documents: int = Field(100, ge=1, description="Documents per POST /documents.")
     max_document_chars: int = Field(1_000_000, ge=1, description="Longest accepted document text.")
     max_write_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest POST /documents body.")
@@ -92,13 +102,6 @@ class Settings(BaseSettings):
     slack_signing_secret: str = Field("", description="Slack app signing secret; empty = Slack endpoint off.")
 
     quiet: bool = Field(False, description="No progress bars.")
-
-    def keys(self) -> list[str]:
-        """Every configured API key: ``api_keys`` and the lines of ``api_key_file``."""
-        keys = [k.strip() for k in self.api_keys.split(",")]
-        if self.api_key_file is not None:
-            keys += [line.strip() for line in self.api_key_file.read_text().splitlines()]
-        return [k for k in keys if k]
 
     @classmethod
     def from_flags(cls, **flags: object) -> Settings:

@@ -9,9 +9,7 @@ from apiflask.fields import Boolean, Dict, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf, Range, Regexp
 from marshmallow import RAISE
 
-from semqa.settings import MODES, Settings
-
-MAX_FILTER_DOCUMENTS = 1000
+from semqa.settings import MAX_FILTER_DOCUMENTS, MODES, Settings
 
 
 class StrictBoolean(Boolean):
