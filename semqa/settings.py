@@ -94,9 +94,13 @@ class Settings(BaseSettings):
 
     rate_limit: str = Field(
         "600 per minute",
-        description="Per-client limit on /ask and reads (flask-limiter syntax); empty = none.",
+        description="Per-client limit on every route together but the probes, metrics, docs, static files and "
+        "preflights (flask-limiter syntax); empty = none.",
     )
-    write_rate_limit: str = Field("60 per minute", description="Per-client limit on writes; empty = none.")
+    write_rate_limit: str = Field(
+        "60 per minute",
+        description="Per-client limit on writes (upserts and deletes together); empty = none.",
+    )
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS off.")
 
     slack_signing_secret: str = Field("", description="Slack app signing secret; empty = Slack endpoint off.")

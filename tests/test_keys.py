@@ -167,7 +167,7 @@ async def test_mcp_takes_either_scope_and_follows_the_key_file(tmp_path):
     assert await verifier.verify_token(READER) is None  # revoked without a restart
 
 
-def test_scopes_revocation_preflight_and_metrics_over_http(
+def test_scopes_revocation_preflight_metrics_and_the_write_limit_over_http(
     tmp_path, corpus_build, corpus_settings
 ):
     index_dir = tmp_path / "index"
@@ -180,6 +180,7 @@ def test_scopes_revocation_preflight_and_metrics_over_http(
         "SEMQA_READ_KEYS": "env-reader",
         "SEMQA_READ_REQUIRES_KEY": "true",
         "SEMQA_CORS_ORIGINS": ORIGIN,
+        "SEMQA_WRITE_RATE_LIMIT": "4 per minute",
     }
     with running_server(["--index-dir", str(index_dir)], env=env) as server:
         url = server.url
@@ -213,3 +214,19 @@ def test_scopes_revocation_preflight_and_metrics_over_http(
         assert requests.get(url + "/metrics", timeout=10).status_code == 401
         metrics = requests.get(url + "/metrics", headers=bearer("env-reader"), timeout=10)
         assert metrics.status_code == 200 and 'route="/ask"' in metrics.text
+
+        # Three writes so far (refused, done, refused): one more, then the write limit answers.
+        assert (
+            requests.delete(
+                url + "/documents/notes/scoped.md", headers=bearer(WRITER), timeout=60
+            ).status_code
+            == 403
+        )
+        for attempt in (
+            requests.post(url + "/documents", json=NOTE, headers=bearer(WRITER), timeout=60),
+            requests.delete(url + "/documents/notes/scoped.md", timeout=60),  # no key: counted all the same
+        ):
+            assert attempt.status_code == 429 and attempt.json()["error"]["code"] == "rate_limited"
+        assert (
+            requests.post(url + "/ask", json=QUESTION, headers=bearer(WRITER), timeout=30).status_code == 200
+        )
