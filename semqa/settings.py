@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     max_top_k: int = Field(50, ge=1, description="Largest accepted top_k.")
     max_batch_queries: int = Field(20, ge=1, description="Questions per POST /query.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body, in bytes.")
+    max_discard_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Largest request body read and thrown away after an early answer (a 413, 401, ...), so "
+        "that clients still sending read the answer; a longer body gets the answer and a closed connection.",
+    )
+    max_discard_seconds: float = Field(
+        10.0, ge=0.0, description="Longest time spent reading and throwing away such a body."
+    )
 
     reload_interval: float = Field(
         0.5, ge=0.0, description="Seconds between checks for a newer index version; 0 = never reload."

@@ -12,6 +12,7 @@ from server.api import create_api
 from server.auth import Access
 from server.batch import create_batch_api
 from server.documents import create_documents_api
+from server.drain import DiscardUnreadBody
 from server.errors import register_error_handlers
 from server.keys import KeyRing
 from server.limits import register_limits
@@ -50,5 +51,8 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     register_observability(app, searcher, access)  # first, so even a refused request gets its id and log line
     register_limits(app, settings)
     app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}
+    app.wsgi_app = DiscardUnreadBody(  # type: ignore[method-assign]
+        app.wsgi_app, settings.max_discard_bytes, settings.max_discard_seconds
+    )
     logging.getLogger(__name__).info("semqa ready: index %s", app.extensions["semqa.searcher"].version.name)
     return app

@@ -1,11 +1,23 @@
-"""Limits that hold on every route the README names: the per-client rate limits and the body limits."""
+"""Limits that hold on every route the README names: the per-client rate limits, the body limits, and
+bodies over them answered with a 413 that plain clients (requests, urllib) can read."""
 
 from __future__ import annotations
 
+import io
+import json
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+
 import pytest
+import requests
 from apiflask import abort
 
+from semqa.launch import running_server
 from server.app import create_app
+from server.drain import DiscardUnreadBody
 
 KEY = "limits-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -122,3 +134,93 @@ def test_every_body_limit_is_a_413_json(corpus_settings, searcher, route, limit)
     response = client.open(path, method=method, data=b"x" * size, content_type=content_type, headers=AUTH)
     assert response.status_code == 413
     assert response.get_json()["error"]["message"].endswith(f"the limit here is {size - 1} bytes")
+
+
+def environ(body: bytes, **headers: str) -> dict:
+    return {"wsgi.input": io.BytesIO(body), **headers}
+
+
+def test_an_unread_body_is_discarded_within_its_bounds():
+    def app(environ, start_response):  # answers without reading, as a 413 or a 401 does
+        start_response("413 Payload Too Large", [])
+        return [b"{}"]
+
+    discard = DiscardUnreadBody(app, max_bytes=1000, seconds=10)
+    short = environ(b"x" * 1000, CONTENT_LENGTH="1000")
+    discard(short, lambda *a: None)
+    assert short["wsgi.input"].tell() == 1000  # read to the end: the client's send completes
+    long = environ(b"x" * 1001, CONTENT_LENGTH="1001")
+    discard(long, lambda *a: None)
+    assert long["wsgi.input"].tell() == 0  # over the bound: not read at all (the server then closes)
+    chunked = environ(b"x" * 500_000, HTTP_TRANSFER_ENCODING="chunked")
+    discard(chunked, lambda *a: None)
+    assert 1000 <= chunked["wsgi.input"].tell() <= 1000 + 64 * 1024  # read up to the bound, no further
+    bodiless = environ(b"never read")
+    discard(bodiless, lambda *a: None)
+    assert bodiless["wsgi.input"].tell() == 0  # no length, not chunked: no body to read
+
+
+def test_a_stalled_body_is_given_up_after_the_time_bound():
+    client_end, server_end = socket.socketpair()
+    with client_end, server_end:
+        client_end.sendall(b"x" * 100)  # then nothing more, and the connection stays open
+        stream = server_end.makefile("rb", buffering=0)
+        body = {"wsgi.input": stream, "gunicorn.socket": server_end, "CONTENT_LENGTH": "1000000"}
+        started = time.monotonic()
+        DiscardUnreadBody(lambda e, s: [b""], max_bytes=10**7, seconds=0.3)(body, lambda *a: None)
+        assert time.monotonic() - started < 30  # it returned (the bound is 0.3 s), not blocked forever
+        assert server_end.gettimeout() is None  # the socket's own timeout is put back
+
+
+def read_urllib(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, {}
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, corpus_build, corpus_settings):
+    index_dir = tmp_path_factory.mktemp("limits") / "index"
+    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    env = {
+        "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
+        "SEMQA_API_KEYS": KEY,
+    }
+    with running_server(["--index-dir", str(index_dir)], env=env) as server:
+        yield server
+
+
+MB = 1024 * 1024
+OVERSIZED = [  # (path, body, headers, status, limit)
+    ("/ask", b'{"question": "' + b"a" * (5 * MB) + b'"}', AUTH, 413, 64 * 1024),
+    ("/documents", b'{"documents": [{"id": "x", "text": "' + b"a" * (20 * MB) + b'"}]}', AUTH, 413, 16 * MB),
+    ("/documents", b"x" * (1 * MB), {}, 401, None),  # refused for its key before its body was read
+]
+
+
+@pytest.mark.parametrize("client", ["requests", "urllib"])
+@pytest.mark.parametrize("case", range(len(OVERSIZED)), ids=["ask-5MB", "upsert-20MB", "unauthorized-1MB"])
+def test_oversized_bodies_get_a_readable_answer_over_http(served, client, case):
+    path, body, auth, status, limit = OVERSIZED[case]
+    headers = {"Content-Type": "application/json", **auth}
+    if client == "requests":
+        with requests.Session() as session:
+            response = session.post(served.url + path, data=body, headers=headers, timeout=60)
+            code, answer = response.status_code, response.json()
+            # The body was read to its end, so the connection was not reset: the next request goes over it.
+            assert session.get(served.url + "/health", timeout=10).status_code == 200
+            pools = session.get_adapter(served.url).poolmanager.pools
+            assert [pools[key].num_connections for key in pools.keys()] == [1]  # noqa: SIM118 (not iterable)
+    else:
+        code, answer = read_urllib(served.url + path, body, headers)
+    assert code == status
+    if limit is not None:
+        assert answer["error"] == {
+            "code": "payload_too_large",
+            "message": f"request body too large; the limit here is {limit} bytes",
+        }
+    else:
+        assert answer["error"]["code"] == "unauthorized"
