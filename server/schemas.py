@@ -133,9 +133,11 @@ class AskOut(Schema):
 
 
 class ReadyOut(Schema):
-    status = String()
-    index_version = String(allow_none=True)
-    reload_error = String(allow_none=True)
+    status = String(metadata={"description": "Always `ready`."})
+    index_version = String(metadata={"description": "The version this worker serves."})
+    reload_error = String(
+        allow_none=True, metadata={"description": "Why the newer version on disk was not loaded, if so."}
+    )
 
 
 class HealthOut(Schema):
