@@ -86,6 +86,9 @@ def test_serve_and_mcp_refuse_a_bad_key_file_naming_the_line(
     keys = tmp_path / "keys"
     keys.write_text("read reader-key\nadmin root-key\n")
     monkeypatch.setenv("SEMQA_API_KEY_FILE", str(keys))
+    # semqa serve sets this for its workers; in this process it would turn /metrics of later tests'
+    # apps into the (empty) multiprocess view. monkeypatch removes it again.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     assert main(["serve", "--index-dir", index_dir, "--port", "0"]) == 1  # before gunicorn starts
     assert (
         f"semqa serve: {keys}, line 2: expected '<key>', 'read <key>' or 'write <key>'"
