@@ -132,7 +132,7 @@ def quality(enc: dict[str, Encoder], settings: Settings) -> dict[str, dict[str, 
                     measure(name, label, own, beir)
                 # The torch index searched with this backend's question vectors.
                 measure(
-                    f"{name} on torch index", label, Searcher(encoder, torch_searcher.version, config), beir
+                    f"{name} on torch index", label, Searcher(encoder, torch_searcher.reader, config), beir
                 )
                 print(f"quality {label} {name}: {results[name]}", flush=True)
     return results

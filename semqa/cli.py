@@ -216,6 +216,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from indexer import check_index, has_index
     from indexer.writer import recover_index
+    from server.keys import KeyRing
 
     # Metrics from every worker, aggregated: prometheus-client reads this when it is first imported.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="semqa-metrics-"))
@@ -230,6 +231,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             return 1
     check_index(settings.index_dir)  # a damaged index stops here, with the file's name, before any worker
     recover_index(settings.index_dir)  # a write that a crash left half-applied is finished now
+    KeyRing.from_settings(settings)  # and so does a key file that cannot be read, with the line
     serve(settings)
     return 0
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 def free_port() -> int:
@@ -43,12 +44,25 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _listening(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 @contextmanager
 def running_server(
-    args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 180, command: str = "serve"
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    command: str = "serve",
+    until: Literal["health", "listening"] = "health",
 ) -> Iterator[RunningServer]:
     """``semqa <command> --port <free> *args`` with ``env`` added to the environment, once its ``/health``
-    answers; stopped on exit."""
+    answers (or, with ``until="listening"``, as soon as its port takes connections); stopped on exit."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix=f"semqa-{command}-", suffix=".log")[1])
     with log.open("wb") as sink:
@@ -62,11 +76,12 @@ def running_server(
     server = RunningServer(process, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + timeout
-        while not _healthy(server.url):
+        ready = _healthy if until == "health" else _listening
+        while not ready(server.url):
             if process.poll() is not None:
                 raise RuntimeError(f"semqa {command} exited {process.returncode}:\n{server.output}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"semqa {command} did not answer /health within {timeout:.0f} s")
+                raise RuntimeError(f"semqa {command} was not up ({until}) within {timeout:.0f} s")
             time.sleep(0.3)
         yield server
     finally:

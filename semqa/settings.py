@@ -22,6 +22,7 @@ Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 Ranking = Literal["model", "fusion"]
 RANKINGS: tuple[str, ...] = get_args(Ranking)
+MAX_FILTER_DOCUMENTS = 1000  # document ids a search may be restricted to (HTTP API and MCP)
 
 
 class Settings(BaseSettings):
@@ -108,15 +109,33 @@ class Settings(BaseSettings):
     max_top_k: int = Field(50, ge=1, description="Largest accepted top_k.")
     max_batch_queries: int = Field(20, ge=1, description="Questions per POST /query.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body, in bytes.")
+    max_discard_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Largest request body read and thrown away after an early answer (a 413, 401, ...), so "
+        "that clients still sending read the answer; a longer body gets the answer and a closed connection.",
+    )
+    max_discard_seconds: float = Field(
+        10.0, ge=0.0, description="Longest time spent reading and throwing away such a body."
+    )
 
     reload_interval: float = Field(
         0.5, ge=0.0, description="Seconds between checks for a newer index version; 0 = never reload."
     )
 
     # Security and limits of the write API.
-    api_keys: str = Field("", description="Comma-separated API keys that may write (Authorization: Bearer).")
-    api_key_file: Path | None = Field(None, description="File with one API key per line, added to api_keys.")
-    read_requires_key: bool = Field(False, description="Reads (/ask, /documents) need a key too.")
+    api_keys: str = Field(
+        "", description="Comma-separated API keys with the write scope, which may read too (Bearer tokens)."
+    )
+    read_keys: str = Field("", description="Comma-separated API keys with the read scope only.")
+    api_key_file: Path | None = Field(
+        None,
+        description="File of API keys, one a line: 'write <key>', 'read <key>' or '<key>' (write); '#' comments. "
+        "Re-read when it changes.",
+    )
+    read_requires_key: bool = Field(
+        False, description="Reads (/ask, /query, /documents, /metrics, MCP over HTTP) need a key too."
+    )
     max_upsert_documents: int = Field(100, ge=1, description="Documents per POST /documents.")
     max_document_chars: int = Field(1_000_000, ge=1, description="Longest accepted document text.")
     max_write_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest POST /documents body.")
@@ -128,21 +147,18 @@ class Settings(BaseSettings):
 
     rate_limit: str = Field(
         "600 per minute",
-        description="Per-client limit on /ask and reads (flask-limiter syntax); empty = none.",
+        description="Per-client limit on every route together but the probes, metrics, docs, static files and "
+        "preflights (flask-limiter syntax); empty = none.",
     )
-    write_rate_limit: str = Field("60 per minute", description="Per-client limit on writes; empty = none.")
+    write_rate_limit: str = Field(
+        "60 per minute",
+        description="Per-client limit on writes (upserts and deletes together); empty = none.",
+    )
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS off.")
 
     slack_signing_secret: str = Field("", description="Slack app signing secret; empty = Slack endpoint off.")
 
     quiet: bool = Field(False, description="No progress bars.")
-
-    def keys(self) -> list[str]:
-        """Every configured API key: ``api_keys`` and the lines of ``api_key_file``."""
-        keys = [k.strip() for k in self.api_keys.split(",")]
-        if self.api_key_file is not None:
-            keys += [line.strip() for line in self.api_key_file.read_text().splitlines()]
-        return [k for k in keys if k]
 
     def environment(self) -> dict[str, str]:
         """These settings as ``SEMQA_*`` variables, for a child process to read the same configuration."""

@@ -61,19 +61,16 @@ def create_api(settings: Settings, access: Access) -> APIBlueprint:
     @api.get("/ready")
     @api.output(ReadyOut)
     @api.doc(
-        summary="Readiness: an index version is loaded and consistent",
-        description="503 while no version is loaded. `reload_error` says why a newer version on disk was "
-        "not loaded (the last good one is still served).",
-        responses={503: "No index version loaded"},
+        summary="Readiness: this worker serves a loaded, verified index version",
+        description="A worker accepts connections only once it has loaded the model and an index version "
+        "(until the first one has, connections wait in the listen backlog), so every answer is 200. "
+        "`reload_error` says why a newer version on disk was not loaded; the last good one is still served.",
     )
-    def ready() -> Any:
-        version = searcher().view
+    def ready() -> dict[str, Any]:
         watcher = current_app.extensions.get("semqa.watcher")
-        if version is None:
-            return {"status": "unavailable", "index_version": None, "reload_error": None}, 503
         return {
             "status": "ready",
-            "index_version": version.name,
+            "index_version": searcher().view.name,
             "reload_error": watcher.error if watcher else None,
         }
 

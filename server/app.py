@@ -12,7 +12,9 @@ from server.api import create_api
 from server.auth import Access
 from server.batch import create_batch_api
 from server.documents import create_documents_api
+from server.drain import DiscardUnreadBody
 from server.errors import register_error_handlers
+from server.keys import KeyRing
 from server.limits import register_limits
 from server.observability import register_observability
 from server.retrieval import Searcher, load_searcher
@@ -40,14 +42,17 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         app.extensions["semqa.watcher"] = watcher
         app.before_request(watcher.before_request)
     register_error_handlers(app)
-    access = Access(settings.keys(), settings.read_requires_key)
+    access = Access(KeyRing.from_settings(settings), settings.read_requires_key)
     app.register_blueprint(create_api(settings, access))
     app.register_blueprint(create_documents_api(settings, searcher, access))
     app.register_blueprint(create_batch_api(settings, searcher, access))
     app.register_blueprint(create_slack_api(settings, searcher))
     app.register_blueprint(create_web(settings))
-    register_observability(app, searcher)  # first, so even a refused request gets its id and log line
+    register_observability(app, searcher, access)  # first, so even a refused request gets its id and log line
     register_limits(app, settings)
     app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}
+    app.wsgi_app = DiscardUnreadBody(  # type: ignore[method-assign]
+        app.wsgi_app, settings.max_discard_bytes, settings.max_discard_seconds
+    )
     logging.getLogger(__name__).info("semqa ready: index %s", searcher.view.name)
     return app

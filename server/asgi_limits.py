@@ -16,8 +16,9 @@ from limits.strategies import FixedWindowRateLimiter
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import error_body
-from server.limits import UNLIMITED_PATHS
+from server.responses import error_body
+
+FREE_PATHS = ("/health",)  # the MCP app's probe, free as the HTTP API's probes are
 
 
 class RateLimit:
@@ -30,7 +31,7 @@ class RateLimit:
         self.limiter = FixedWindowRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(UNLIMITED_PATHS):
+        if scope["type"] != "http" or scope["path"] in FREE_PATHS:
             await self.app(scope, receive, send)
             return
         client: Any = scope.get("client") or ("unknown", 0)

@@ -10,22 +10,9 @@ from apiflask.exceptions import HTTPError
 from flask import request
 
 from indexer import IndexLoadError
+from server.responses import error_body
 
 log = logging.getLogger(__name__)
-
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    500: "internal_error",
-    503: "unavailable",
-}
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[str]:
@@ -39,10 +26,6 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
     if isinstance(detail, list):
         return [line for item in detail for line in _flatten(item, prefix)]
     return [f"{prefix}: {detail}" if prefix else str(detail)]
-
-
-def error_body(status: int, message: str) -> dict[str, Any]:
-    return {"error": {"code": _CODES.get(status, "error"), "message": message}}
 
 
 ERROR_SCHEMA = {
@@ -61,7 +44,7 @@ ERROR_SCHEMA = {
 COMMON_ERRORS = {
     400: "Invalid request",
     401: "Missing or wrong API key",
-    403: "Writes disabled: no API key configured",
+    403: "No API key with the scope needed is configured, or the key has the read scope only",
     404: "Not found",
     405: "Method not allowed",
     409: "The index cannot take this change",

@@ -3,8 +3,12 @@ resource, ``semqa://documents``, over stdio or streamable HTTP.
 
 The tool runs the search of ``POST /ask`` (hybrid, through the same ``Searcher``, with the same hot
 reload) and answers with the same field names. Over HTTP, a key (``Authorization: Bearer <key>``) is
-needed exactly when reads need one on the HTTP API: keys configured and ``read_requires_key`` on. Over
-stdio no key is asked: the assistant that launched the process already runs with the user's rights.
+needed exactly when reads need one on the HTTP API (``read_requires_key``): a key of either scope, read
+or write, since everything MCP offers is a read; the key file is re-read when it changes, as on the
+HTTP API. Over stdio no key is asked: the assistant that launched the process already runs with the
+user's rights.
+
+Nothing here imports Flask: ``semqa mcp`` loads no web app.
 """
 
 # No ``from __future__ import annotations`` here: the SDK reads the tool's signature to build its input
@@ -31,13 +35,12 @@ from starlette.responses import JSONResponse
 
 from indexer import check_index
 from semqa import __version__
-from semqa.settings import Settings
+from semqa.settings import MAX_FILTER_DOCUMENTS, Settings
 from server.asgi_limits import RateLimit
-from server.auth import key_matches
+from server.keys import KeyRing
 from server.responses import answer_json, health_json, passage_json
 from server.retrieval import Passage, Searcher, SearchOptions, load_searcher
 from server.retrieval.reload import start_watcher
-from server.schemas import MAX_FILTER_DOCUMENTS
 
 PASSAGE_TEXT_CHARS = 1000  # passage text in a tool result is cut here (chunks are ~600 characters)
 DOCUMENT_LIST_LIMIT = 1000  # documents listed by the semqa://documents resource
@@ -122,20 +125,23 @@ def search_result(question: str, passages: list[Passage], limit: int = PASSAGE_T
 
 
 class KeyVerifier:
-    """The SDK's bearer-token hook, accepting semqa's API keys (compared as the HTTP API does)."""
+    """The SDK's bearer-token hook, accepting semqa's API keys with their scopes (a write key holds the read
+    scope too); the SDK then requires the read scope of every request."""
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: KeyRing) -> None:
         self.keys = keys
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        if not key_matches(self.keys, token):
+        scope = self.keys.scope_of(token)
+        if scope is None:
             return None
         # One client per key (a digest, never the key): the SDK ties an HTTP session to its client.
         client_id = "key-" + hashlib.sha256(token.encode()).hexdigest()[:16]
-        return AccessToken(token=token, client_id=client_id, scopes=[])
+        scopes = ["read", "write"] if scope == "write" else ["read"]
+        return AccessToken(token=token, client_id=client_id, scopes=scopes)
 
 
-def create_mcp_server(settings: Settings, searcher: Searcher, keys: list[str] | None = None) -> MCPServer:
+def create_mcp_server(settings: Settings, searcher: Searcher, keys: KeyRing | None = None) -> MCPServer:
     """The MCP server over ``searcher``; on HTTP, every request needs one of ``keys`` unless it is None.
 
     Like ``create_app``, it polls the index directory for newer versions when ``reload_interval`` > 0.
@@ -150,7 +156,7 @@ def create_mcp_server(settings: Settings, searcher: Searcher, keys: list[str] | 
     if keys is not None:
         auth = {
             "token_verifier": KeyVerifier(keys),
-            "auth": AuthSettings(issuer_url=KEY_ISSUER, resource_server_url=None),
+            "auth": AuthSettings(issuer_url=KEY_ISSUER, resource_server_url=None, required_scopes=["read"]),
         }
     mcp = MCPServer("semqa", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING", **auth)
     # Searches run on at most `threads` threads that live as long as the server, as under gunicorn. The
@@ -241,11 +247,11 @@ def serve_mcp(settings: Settings, *, http: bool) -> None:
     HTTP on ``settings.host``/``settings.port``, path ``/mcp`` (until stopped)."""
     keys = None
     if http and settings.read_requires_key:
-        keys = settings.keys()
-        if not keys:
+        keys = KeyRing.from_settings(settings)
+        if not keys.configured("read"):
             raise ValueError(
-                "read_requires_key is set but no API key is configured: set SEMQA_API_KEYS "
-                "(comma-separated) or SEMQA_API_KEY_FILE"
+                "read_requires_key is set but no API key is configured: set SEMQA_API_KEYS or "
+                "SEMQA_READ_KEYS (comma-separated) or SEMQA_API_KEY_FILE"
             )
     check_index(settings.index_dir, verify=False)  # a missing index is reported before the model loads
     with nullcontext() if http else stdout_to_stderr():

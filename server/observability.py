@@ -1,5 +1,7 @@
 """Request ids, one structured JSON log line per request, and Prometheus metrics.
 
+``GET /metrics`` needs a key (either scope) exactly when reads do: it names routes and counts documents.
+
 Under several gunicorn workers the metrics are aggregated across processes with prometheus-client's
 multiprocess mode: `semqa serve` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the
 workers start, so ``GET /metrics`` on any worker reports the whole server.
@@ -27,6 +29,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from server.auth import Access
 
 REQUESTS = Counter("semqa_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram(
@@ -63,7 +67,7 @@ def _json_handler() -> logging.Handler:
     return handler
 
 
-def register_observability(app: APIFlask, searcher: Any) -> None:
+def register_observability(app: APIFlask, searcher: Any, access: Access) -> None:
     if not access_log.handlers:
         access_log.addHandler(_json_handler())
         access_log.setLevel(logging.INFO)
@@ -101,8 +105,13 @@ def register_observability(app: APIFlask, searcher: Any) -> None:
         return response
 
     @app.get("/metrics")
-    @app.doc(summary="Prometheus metrics", responses={200: {"content": {"text/plain": {}}}})
+    @app.doc(
+        summary="Prometheus metrics",
+        description="Needs a key (read or write scope) when reads need one.",
+        responses={200: {"content": {"text/plain": {}}}},
+    )
     def metrics() -> Response:
+        access.read("reading metrics")
         view = searcher.view
         INDEX_VERSION.set(view.seq)
         DOCUMENTS.set(view.store.document_count)

@@ -1,4 +1,4 @@
-"""The JSON shapes of passages, answers and health, shared by the HTTP API and MCP (no web framework)."""
+"""The JSON shapes of passages, answers, health and errors, shared by the HTTP API and MCP (no web framework)."""
 
 from __future__ import annotations
 
@@ -53,3 +53,23 @@ def health_json(view: IndexView) -> dict[str, Any]:
         "chunks": view.store.chunk_count,
         "index_version": view.name,
     }
+
+
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """The one error shape: ``{"error": {"code": <slug>, "message": <what to do>}}``."""
+    return {"error": {"code": ERROR_CODES.get(status, "error"), "message": message}}

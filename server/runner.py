@@ -26,6 +26,12 @@ def _child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
 
+def _post_worker_init(worker: Any) -> None:
+    """A worker accepts connections only from here on: say so, with the version it serves."""
+    version = worker.wsgi.extensions["semqa.searcher"].view.name
+    worker.log.info("worker %s ready: serving index version %s", worker.pid, version)
+
+
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     """gunicorn configured from ``Settings``; each worker builds its own app (model + index) after fork."""
 
@@ -45,6 +51,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "errorlog": "-",
             "loglevel": "info",
             "child_exit": _child_exit,
+            "post_worker_init": _post_worker_init,
         }
         for key, value in options.items():
             self.cfg.set(key, value)

@@ -9,9 +9,7 @@ from apiflask.fields import Boolean, Dict, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf, Range, Regexp
 from marshmallow import RAISE
 
-from semqa.settings import MODES, Settings
-
-MAX_FILTER_DOCUMENTS = 1000
+from semqa.settings import MAX_FILTER_DOCUMENTS, MODES, Settings
 
 
 class StrictBoolean(Boolean):
@@ -135,9 +133,11 @@ class AskOut(Schema):
 
 
 class ReadyOut(Schema):
-    status = String()
-    index_version = String(allow_none=True)
-    reload_error = String(allow_none=True)
+    status = String(metadata={"description": "Always `ready`."})
+    index_version = String(metadata={"description": "The version this worker serves."})
+    reload_error = String(
+        allow_none=True, metadata={"description": "Why the newer version on disk was not loaded, if so."}
+    )
 
 
 class HealthOut(Schema):

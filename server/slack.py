@@ -4,7 +4,8 @@ Slack signs each request: ``X-Slack-Signature`` is ``v0=`` + HMAC-SHA256 of ``v0
 with the app's signing secret. A request with a bad signature, a timestamp more than five minutes away,
 or a signature already seen (a replay; remembered for those five minutes, per worker) is refused with
 401. Disabled (403) unless ``SEMQA_SLACK_SIGNING_SECRET`` is set. The answer is Block Kit ``mrkdwn``,
-ephemeral by default (only the asker sees it).
+ephemeral by default (only the asker sees it). Every text taken from a document or the question is
+escaped first, so it shows as written: never as a link, a mention or an ``@channel``.
 """
 
 from __future__ import annotations
@@ -54,27 +55,36 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, now: float)
     return hmac.compare_digest(expected.encode(), signature.encode())
 
 
+def escape(text: str) -> str:
+    """``text`` for Slack's mrkdwn: ``&``, ``<`` and ``>`` as the entities Slack documents
+    (https://api.slack.com/reference/surfaces/formatting#escaping), since ``<...>`` is a link, a mention
+    or a channel ping there."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _blocks(question: str, passages: list[Any]) -> list[dict[str, Any]]:
+    asked = escape(question)
     if not passages:
-        return [{"type": "section", "text": {"type": "mrkdwn", "text": f"No passage answers _{question}_."}}]
+        return [{"type": "section", "text": {"type": "mrkdwn", "text": f"No passage answers _{asked}_."}}]
     top = passages[0]
-    answer = top.highlight.text if top.highlight else top.chunk.text[:QUOTE_CHARS]
+    answer = escape(top.highlight.text if top.highlight else top.chunk.text[:QUOTE_CHARS])
     blocks: list[dict[str, Any]] = [
         {
             "type": "section",
             "text": {
                 "type": "mrkdwn",
-                "text": f"*{question}*\n>{answer}\n_{top.chunk.title or top.chunk.document_id}_",
+                "text": f"*{asked}*\n>{answer}\n_{escape(top.chunk.title or top.chunk.document_id)}_",
             },
         },
         {"type": "divider"},
     ]
     for passage in passages:
         text = passage.chunk.text.replace("\n", " ")
-        if len(text) > QUOTE_CHARS:
+        if len(text) > QUOTE_CHARS:  # cut before escaping, so no entity is cut in half
             text = text[:QUOTE_CHARS].rsplit(" ", 1)[0] + " …"
-        source = f"`{passage.chunk.document_id}` {passage.chunk.title} (score {passage.score:.2f})"
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{text}\n{source}"}})
+        chunk = passage.chunk
+        source = f"`{escape(chunk.document_id)}` {escape(chunk.title)} (score {passage.score:.2f})"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{escape(text)}\n{source}"}})
     return blocks
 
 
@@ -109,6 +119,6 @@ def create_slack_api(settings: Settings, searcher: Searcher) -> APIBlueprint:
                 "text": "Ask a question after the command, e.g. `/ask Where is the conference held?`",
             }
         passages = searcher.search(question, PASSAGES)
-        return {"response_type": "ephemeral", "text": question, "blocks": _blocks(question, passages)}
+        return {"response_type": "ephemeral", "text": escape(question), "blocks": _blocks(question, passages)}
 
     return api

@@ -77,3 +77,26 @@ def test_eval_reports_every_mode_on_questions_and_beir(capsys, cache_dir):
     beir = result["beir:scifact_sample/train/dense"]
     assert beir["queries"] == 12
     assert 0.3 < beir["nDCG@10"] <= 1.0 and beir["top_k"] == 10 and 0 < beir["Recall@10"] <= 1.0
+
+
+def test_serve_and_mcp_refuse_a_bad_key_file_naming_the_line(
+    tmp_path, capsys, monkeypatch, corpus_build, corpus_settings
+):
+    index_dir = str(corpus_settings.index_dir)
+    keys = tmp_path / "keys"
+    keys.write_text("read reader-key\nadmin root-key\n")
+    monkeypatch.setenv("SEMQA_API_KEY_FILE", str(keys))
+    # semqa serve sets this for its workers; in this process it would turn /metrics of later tests'
+    # apps into the (empty) multiprocess view. monkeypatch removes it again.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    assert main(["serve", "--index-dir", index_dir, "--port", "0"]) == 1  # before gunicorn starts
+    assert (
+        f"semqa serve: {keys}, line 2: expected '<key>', 'read <key>' or 'write <key>'"
+        in capsys.readouterr().err
+    )
+    monkeypatch.setenv("SEMQA_READ_REQUIRES_KEY", "true")
+    assert main(["mcp", "--http", "--index-dir", index_dir]) == 1
+    assert f"{keys}, line 2" in capsys.readouterr().err
+    keys.unlink()
+    assert main(["serve", "--index-dir", index_dir, "--port", "0"]) == 1
+    assert "cannot read the key file" in capsys.readouterr().err

@@ -4,6 +4,7 @@ process (the SDK's own clients throughout)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from typing import Any
 
@@ -155,7 +156,8 @@ def test_passage_text_is_capped(searcher):
 async def test_http_needs_the_key_when_reads_do(corpus_build, corpus_settings):
     env = {
         "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
-        "SEMQA_API_KEYS": f"other-key,{KEY}",
+        "SEMQA_API_KEYS": "other-key",
+        "SEMQA_READ_KEYS": KEY,  # a read key may search
         "SEMQA_READ_REQUIRES_KEY": "true",
         "SEMQA_RATE_LIMIT": "30 per minute",
     }
@@ -189,3 +191,17 @@ async def test_http_needs_the_key_when_reads_do(corpus_build, corpus_settings):
             assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
             assert limited.json()["error"]["code"] == "rate_limited"
             assert (await client.get(server.url + "/health")).status_code == 200  # probes stay free
+
+
+def test_the_mcp_server_and_the_retrieval_core_import_no_web_framework():
+    code = (
+        "import sys, server.retrieval, server.mcp_server; "
+        "print(sorted(m for m in ('flask', 'apiflask', 'werkzeug', 'flask_limiter') if m in sys.modules))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.strip() == "[]"

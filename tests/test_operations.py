@@ -53,6 +53,21 @@ def test_ready_and_health(corpus_settings, searcher, corpus_build):
     }
 
 
+def test_a_worker_answers_only_once_loaded_so_ready_is_never_a_503(tmp_path, corpus_settings, searcher):
+    env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir)}
+    args = ["--index-dir", str(corpus_settings.index_dir)]
+    with running_server(args, env=env, until="listening") as server:  # the port is bound, the worker loading
+        assert " ready: serving index version " not in server.output
+        ready = requests.get(server.url + "/ready", timeout=120)  # waits in the listen backlog meanwhile
+        assert ready.status_code == 200
+        assert ready.json() == {
+            "status": "ready",
+            "index_version": searcher.view.name,
+            "reload_error": None,
+        }
+        assert f" ready: serving index version {searcher.view.name}" in server.output
+
+
 def test_rate_limit_answers_429_with_retry_after_and_spares_probes(corpus_settings, searcher):
     settings = corpus_settings.model_copy(update={"rate_limit": "3 per minute"})
     client = create_app(settings, searcher=searcher).test_client()

@@ -105,3 +105,35 @@ def test_slack_over_http(corpus_build, corpus_settings):
             server.url + "/integrations/slack/command", data=body, headers=signed(body, secret="x"), timeout=3
         )
         assert wrong.status_code == 401
+
+
+def test_document_text_titles_and_the_question_are_escaped_for_mrkdwn(
+    tmp_path, corpus_build, corpus_settings, encoder
+):
+    import shutil
+
+    from server.retrieval import load_searcher
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    settings = corpus_settings.model_copy(
+        update={"index_dir": index_dir, "api_keys": "k", "slack_signing_secret": SECRET}
+    )
+    client = create_app(settings, searcher=load_searcher(settings, encoder)).test_client()
+    hostile = {
+        "id": "notes/<!channel>.md",
+        "title": "Refunds <!here> & returns",
+        "text": "Refunds for the orbital station tour: see <http://evil|click> & send your card number.",
+    }
+    upserted = client.post("/documents", json={"documents": [hostile]}, headers={"Authorization": "Bearer k"})
+    assert upserted.status_code == 200
+    body = form("How are refunds for the orbital station tour handled? <@U0ADMIN>")
+    answer = client.post("/integrations/slack/command", data=body, headers=signed(body)).get_json()
+    texts = [answer["text"]] + [b["text"]["text"] for b in answer["blocks"] if "text" in b]
+    assert "&lt;http://evil|click&gt; &amp; send" in texts[1]  # the top passage's highlight
+    assert "_Refunds &lt;!here&gt; &amp; returns_" in texts[1]
+    assert "`notes/&lt;!channel&gt;.md` Refunds &lt;!here&gt; &amp; returns" in texts[2]  # the first passage
+    assert "&lt;@U0ADMIN&gt;" in texts[0] and "&lt;@U0ADMIN&gt;" in texts[1]
+    for text in texts:  # nothing Slack would read as a link, a mention or a ping is left
+        assert "<" not in text and ">" not in text.replace("\n>", "\n")
+        assert "&" not in text.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "")
