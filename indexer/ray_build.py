@@ -50,9 +50,10 @@ import numpy as np
 
 from embeddings import EmbeddingCache, Encoder, ModelError
 from indexer.build import BuildReport, build_index
-from indexer.chunking import ChunkingConfig, chunk_document, quotable_sentences
+from indexer.chunking import ChunkingConfig
 from indexer.documents import Chunk, Document
 from indexer.parquet import Provenance, write_passages
+from indexer.passages import prepare_upserts
 from indexer.readers import CorpusCollector, CorpusError, corpus_files, read_file
 
 log = logging.getLogger(__name__)
@@ -168,14 +169,19 @@ def embed_documents(
     batch_size: int,
 ) -> tuple[list[Chunk], list[list[tuple[int, int]]], np.ndarray, list[np.ndarray], int]:
     """The chunks of ``documents`` with their sentence spans, vectors, span vectors, and how many passages
-    had to be embedded: what a single-process build computes for them."""
-    chunks = [c for doc in documents for c in chunk_document(doc, encoder, chunking)]
-    texts = [c.text for c in chunks]
-    spans = [quotable_sentences(t) for t in texts]
-    if cache is None:
-        vectors, span_vectors = encoder.encode_spans(texts, spans, batch_size=batch_size)
-        return chunks, spans, vectors, span_vectors, len(texts)
-    return chunks, spans, *cache.encode(texts, spans, batch_size=batch_size)
+    had to be embedded: made by ``indexer.passages``, as a single-process build makes them."""
+    upserts, embedded = prepare_upserts(documents, encoder, cache, chunking, batch_size=batch_size)
+    passages = [p for u in upserts for p in u.passages]
+    vectors = (
+        np.stack([p.vector for p in passages]) if passages else np.zeros((0, encoder.dimension), np.float32)
+    )
+    return (
+        [p.chunk for p in passages],
+        [list(p.spans) for p in passages],
+        vectors,
+        [p.span_vectors for p in passages],
+        embedded,
+    )
 
 
 class ShardEmbedder:
