@@ -120,10 +120,11 @@ class IndexReader:
         generation.lexical.reload()
         return IndexView(generation, target, dense, generation.lexical.searcher(), self.store.view(target))
 
-    def stale(self) -> bool:
-        """Whether a newer view is available (cheap: one small file and one indexed row)."""
+    def stale(self, *, switch: bool = True) -> bool:
+        """Whether a newer view is available: new commits on this generation (one indexed row), or, with
+        ``switch``, a new generation (one small file)."""
         view = self.view
-        if current_name(self.index_dir) != view.generation.name:
+        if switch and current_name(self.index_dir) != view.generation.name:
             return True
         seq = self.store.derived_seq(view.generation.name)
         return seq is not None and seq > view.seq
@@ -133,7 +134,7 @@ class IndexReader:
         commits to the current generation (milliseconds) and leaves opening a new generation (which
         verifies its files) to a caller off the request path. A failure leaves the current view (and
         raises ``IndexLoadError``)."""
-        if not self.stale():
+        if not self.stale(switch=switch):
             return False
         with self._lock:
             view = self.view

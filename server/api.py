@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from apiflask import APIBlueprint, abort
-from flask import current_app, request
+from flask import Response, current_app, request
 
 from semqa.settings import Settings
 from server.auth import Access
@@ -41,7 +41,7 @@ def create_api(settings: Settings, access: Access) -> APIBlueprint:
         summary="Passages that answer a question",
         description="Best first, each with the span that best answers; `answer` quotes the top one.",
     )
-    def ask(body: dict[str, Any]) -> dict[str, Any]:
+    def ask(body: dict[str, Any]) -> Response:
         started = time.perf_counter()
         options = SearchOptions(
             mode=body["mode"],
@@ -50,13 +50,17 @@ def create_api(settings: Settings, access: Access) -> APIBlueprint:
             min_score=body["min_score"],
         )
         passages = searcher().search(body["question"], body["top_k"], options)
-        return {
-            "question": body["question"],
-            "mode": options.mode,
-            "answer": answer_json(passages[0]) if passages else None,
-            "passages": [passage_json(p) for p in passages],
-            "took_ms": round((time.perf_counter() - started) * 1000, 2),
-        }
+        # Made JSON here, already in AskOut's shape (the schema documents it): serialising it again through
+        # marshmallow was the largest cost of the Flask layer in a profile of /ask.
+        return current_app.json.response(
+            {
+                "question": body["question"],
+                "mode": options.mode,
+                "answer": answer_json(passages[0]) if passages else None,
+                "passages": [passage_json(p) for p in passages],
+                "took_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+        )
 
     @api.get("/ready")
     @api.output(ReadyOut)

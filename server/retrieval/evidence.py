@@ -24,9 +24,11 @@ def term_holdings(
     kept = [t for t in dict.fromkeys(terms) if idf.get(t, 0.0) > 0]
     holds = np.zeros((len(ids), len(kept)), dtype=bool)
     if kept:
-        for row, chunk_id in enumerate(ids.tolist()):
-            held = set(terms_of.get(chunk_id, "").split(" "))
-            holds[row] = [t in held for t in kept]
+        # " term " inside " t1 t2 ... ": a substring search in C per passage and term
+        padded = [f" {terms_of.get(chunk_id, '')} " for chunk_id in ids.tolist()]
+        for j, term in enumerate(kept):
+            needle = f" {term} "
+            holds[:, j] = [needle in held for held in padded]
     return holds, np.array([idf[t] for t in kept], dtype=np.float64)
 
 

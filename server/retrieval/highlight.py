@@ -59,18 +59,30 @@ def _window(
     words: list[tuple[int, int]], word_terms: list[list[str]], wanted: Mapping[str, float]
 ) -> tuple[int, int]:
     """The ``WINDOW_WORDS`` window holding the most (idf-weighted, distinct) question terms; among equals,
-    the one whose matching words sit closest to its centre."""
+    the one whose matching words sit closest to its centre, then the first. Every window at once, with
+    running sums over the words (no loop over windows)."""
     size = min(WINDOW_WORDS, len(words))
-    best_key: tuple[float, float] = (-1.0, 0.0)
-    best_first = 0
-    for first in range(len(words) - size + 1):
-        inside = word_terms[first : first + size]
-        matched = {t for terms in inside for t in terms if t in wanted}
-        positions = [i for i, terms in enumerate(inside) if any(t in wanted for t in terms)]
-        off_centre = abs(sum(positions) / len(positions) - (size - 1) / 2) if positions else 0.0
-        key = (round(sum(wanted[t] for t in matched), 9), -off_centre)
-        if key > best_key:
-            best_key, best_first = key, first
+    starts = len(words) - size + 1
+    column = {t: j for j, t in enumerate(wanted)}
+    hits = np.zeros((len(column), len(words)), dtype=bool)  # hits[j, w]: word w holds question term j
+    for w, terms in enumerate(word_terms):
+        for term in terms:
+            if term in column:
+                hits[column[term], w] = True
+    running = np.zeros((len(column), len(words) + 1))
+    np.cumsum(hits, axis=1, out=running[:, 1:])
+    present = running[:, size : size + starts] > running[:, :starts]  # term j inside window f
+    weight = np.round(np.array(list(wanted.values())) @ present, 9)
+    matching = hits.any(axis=0).astype(np.int64)
+    count = np.concatenate([[0], np.cumsum(matching)])
+    place = np.concatenate([[0], np.cumsum(matching * np.arange(len(words)))])
+    first = np.arange(starts)
+    inside = count[size : size + starts] - count[:starts]
+    # the matching words' mean position inside each window, from integer sums (as exact as a plain mean)
+    offsets = place[size : size + starts] - place[:starts] - first * inside
+    off_centre = np.where(inside > 0, np.abs(offsets / np.maximum(inside, 1) - (size - 1) / 2), 0.0)
+    best = weight == weight.max()
+    best_first = int(np.flatnonzero(best & (off_centre == off_centre[best].min()))[0])
     return words[best_first][0], words[best_first + size - 1][1]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from embeddings import Encoder
 from indexer import Chunk, IndexReader, IndexView
-from indexer.lexical import ANALYZE
+from indexer.lexical import ANALYZE, analyze_cached
 from semqa.settings import Mode
 from server.retrieval.evidence import model_scores
 from server.retrieval.fusion import fuse
@@ -165,7 +165,7 @@ class Searcher:
                 p.chunk.text,
                 terms,
                 idf,
-                ANALYZE,
+                analyze_cached,
                 dense,
                 self.config.highlight_alpha,
                 p.chunk.title,
