@@ -134,13 +134,12 @@ class IndexReader:
         commits to the current generation (milliseconds) and leaves opening a new generation (which
         verifies its files) to a caller off the request path. A failure leaves the current view (and
         raises ``IndexLoadError``)."""
-        if not self.stale(switch=switch):
-            return False
-        with self._lock:
-            view = self.view
-            try:
-                name = current_name(self.index_dir)
-                if name != view.generation.name:
+        try:  # the freshness check reads the store and CURRENT too: its failures are load failures
+            if not self.stale(switch=switch):
+                return False
+            with self._lock:
+                view = self.view
+                if current_name(self.index_dir) != view.generation.name:
                     if not switch:
                         return False
                     new = self._open(current_path(self.index_dir))
@@ -149,11 +148,11 @@ class IndexReader:
                     if target <= view.seq:
                         return False
                     new = self._advance(view.generation, view.seq, view.dense, target)
-            except (OSError, ValueError, sqlite3.Error) as exc:
-                raise IndexLoadError(
-                    f"the index in {self.index_dir} could not be read ({exc}); retrying"
-                ) from exc
-            if new.seq < view.seq:  # a rebuild's generation is never older than what was served
-                return False
-            self.view = new
-            return True
+                if new.seq < view.seq:  # a rebuild's generation is never older than what was served
+                    return False
+                self.view = new
+                return True
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            raise IndexLoadError(
+                f"the index in {self.index_dir} could not be read ({exc}); retrying"
+            ) from exc

@@ -89,7 +89,7 @@ class DocumentWrites:
             self.slots.release()
         try:  # this worker serves its own write from the next request on
             self.searcher.reader.refresh()
-        except IndexLoadError:  # durable and acknowledged all the same: the next request retries
+        except Exception:  # durable, so acknowledged all the same: the next request retries
             log.exception("commit %s is durable but this worker could not load it yet", committed.seq)
         return committed, embedded
 

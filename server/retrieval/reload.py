@@ -38,17 +38,23 @@ class VersionWatcher:
             return False
         try:
             changed = self.reader.refresh(switch=switch)
-        except IndexLoadError as exc:
-            if str(exc) != self.error:
-                log.error("index state not loaded, still serving version %s: %s", self.reader.view.name, exc)
-            self.error = str(exc)
-            self._retry_at = time.monotonic() + self._backoff
-            self._backoff = min(MAX_BACKOFF, self._backoff * 2)
+            recovered = self.error is not None and not self.reader.stale()
+        except Exception as exc:  # a refresh must fail neither a request nor this thread
+            if not isinstance(exc, IndexLoadError):
+                log.exception("unexpected error while refreshing the index")
+            self._failed(str(exc) or type(exc).__name__)
             return False
-        if self.error is not None and not self.reader.stale():
+        if recovered:
             log.info("index loaded again: serving version %s", self.reader.view.name)
             self.error, self._backoff = None, FIRST_BACKOFF
         return changed
+
+    def _failed(self, reason: str) -> None:
+        if reason != self.error:
+            log.error("index state not loaded, still serving version %s: %s", self.reader.view.name, reason)
+        self.error = reason
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(MAX_BACKOFF, self._backoff * 2)
 
     def before_request(self) -> None:
         self.refresh(switch=False)
