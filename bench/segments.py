@@ -13,7 +13,7 @@ the question vectors given (search alone) and the dense base's search beside exa
 same vectors, with recall@10 of the base against exact for the same question vectors; ``semqa serve
 --workers 2``: /ask p50/p95 per mode over HTTP, RSS and PSS per worker; upsert p50/p99 of one-line
 documents whose text is already in the embedding cache (so the embedding is not what is timed), delete p50;
-then ``semqa compact`` time.
+with the disk each write added; then ``semqa compact`` time.
 
     SEMQA_CACHE_DIR=/work/semqa-cache python bench/segments.py [--sizes 10000 100000 1000000] [--json out.json]
 """
@@ -188,6 +188,7 @@ def over_http(index_dir: Path, asked: list[str], texts: list[str]) -> dict[str, 
                 timeout=120,
             ).raise_for_status()
         upserts, deletes = [], []
+        disk_before = disk_mb(index_dir)
         for i in range(60):
             body = {"documents": [{"id": f"w{i}", "text": texts[i % 6]}]}  # cached text: the commit is timed
             started = time.perf_counter()
@@ -197,6 +198,8 @@ def over_http(index_dir: Path, asked: list[str], texts: list[str]) -> dict[str, 
             started = time.perf_counter()
             session.delete(f"{server.url}/documents/w{i}", headers=auth, timeout=120).raise_for_status()
             deletes.append((time.perf_counter() - started) * 1000)
+        # What 120 one-passage writes added on disk (store rows, WAL, tantivy segments), per write.
+        out["disk_kb_per_write"] = (disk_mb(index_dir) - disk_before) * 1024 / 120
         out["upsert_p50"], out["upsert_p99"] = percentile(upserts, 50), percentile(upserts, 99)
         out["delete_p50"] = percentile(deletes, 50)
     return out
