@@ -2,8 +2,11 @@
 
 For each dataset (the corpus; SciFact when ../shared is there) an index is built (embeddings come from the
 cache), `semqa serve` is started, and every mode answers the same questions over HTTP and in process,
-interleaved so that machine noise hits all alike. The p50 difference HTTP - raw is what the HTTP layer
-costs; hybrid - dense is what fusion costs.
+interleaved so that machine noise hits all alike. Beside them, per question: the question's encoding alone
+(``encoder.encode([question])``, what every dense or hybrid answer starts with) and hybrid in process with
+the fusion alone (``RetrievalConfig(ranker=None)``). So: HTTP p50 - encode p50 is everything but the model
+call; HTTP - in process is what the HTTP layer costs; the per-question difference model - fusion is what
+the ranking model costs.
 
     python bench/query_latency.py [--requests 200] [--no-scifact]
 """
@@ -23,6 +26,7 @@ from indexer import IndexReader
 from semqa.launch import running_server
 from semqa.settings import MODES, Settings
 from server.retrieval import Searcher, SearchOptions, configured_encoder
+from server.retrieval.search import RetrievalConfig
 
 
 def scifact_questions(limit: int) -> list[str]:
@@ -40,25 +44,37 @@ def measure(
         build_cached(corpus, index_dir, encoder)
         reader = IndexReader(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
         searcher = Searcher(encoder, reader)
+        fusion_only = Searcher(encoder, reader, RetrievalConfig(ranker=None))
         batch = [questions[i % len(questions)] for i in range(args.requests)]
+        timed: dict[str, list[float]] = {}
+
+        def record(key: str, i: int, started: float) -> None:
+            if i >= args.warmup:
+                timed.setdefault(key, []).append((time.perf_counter() - started) * 1000)
+
         with running_server(
             ["--index-dir", str(index_dir), "--workers", "1"], env={"SEMQA_QUIET": "1"}
         ) as server:
             session = requests.Session()
-            timings: dict[str, tuple[list[float], list[float]]] = {mode: ([], []) for mode in MODES}
             for i, question in enumerate(batch):
+                started = time.perf_counter()
+                encoder.encode([question])
+                record("encode", i, started)
                 for mode in MODES:
                     body = {"question": question, "top_k": args.top_k, "mode": mode}
                     started = time.perf_counter()
                     session.post(server.url + "/ask", json=body, timeout=60).raise_for_status()
-                    http_ms = (time.perf_counter() - started) * 1000
+                    record(f"http {mode}", i, started)
                     started = time.perf_counter()
                     searcher.search(question, args.top_k, SearchOptions(mode=mode))  # type: ignore[arg-type]
-                    raw_ms = (time.perf_counter() - started) * 1000
-                    if i >= args.warmup:
-                        timings[mode][0].append(http_ms)
-                        timings[mode][1].append(raw_ms)
-    for mode, (http, raw) in timings.items():
+                    record(f"raw {mode}", i, started)
+                started = time.perf_counter()
+                fusion_only.search(question, args.top_k, SearchOptions(mode="hybrid"))
+                record("raw fusion", i, started)
+    encode = percentile(timed["encode"], 50)
+    model_cost = [m - f for m, f in zip(timed["raw hybrid"], timed["raw fusion"], strict=True)]
+    for mode in MODES:
+        http, raw = timed[f"http {mode}"], timed[f"raw {mode}"]
         rows.append(
             {
                 "dataset": name,
@@ -68,6 +84,8 @@ def measure(
                 "http_p95": percentile(http, 95),
                 "raw_p50": percentile(raw, 50),
                 "raw_p95": percentile(raw, 95),
+                "encode_p50": encode if mode != "lexical" else 0.0,  # lexical mode embeds nothing
+                "model_cost_p50": percentile(model_cost, 50) if mode == "hybrid" else None,
             }
         )
     return rows
@@ -89,17 +107,21 @@ def main() -> None:
         )
     print(f"{args.requests - args.warmup} timed questions per row, top_k={args.top_k}, 1 gunicorn worker")
     print(
-        "| dataset | chunks | mode | HTTP p50 ms | HTTP p95 ms | raw p50 ms | raw p95 ms | HTTP overhead p50 ms |"
+        "| dataset | chunks | mode | HTTP p50 ms | HTTP p95 ms | in process p50 ms | in process p95 ms "
+        "| encode p50 ms | HTTP - encode p50 ms | HTTP - in process p50 ms |"
     )
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['dataset']} | {r['chunks']} | {r['mode']} | {r['http_p50']:.1f} | {r['http_p95']:.1f} | "
-            f"{r['raw_p50']:.1f} | {r['raw_p95']:.1f} | {r['http_p50'] - r['raw_p50']:.1f} |"
+            f"{r['raw_p50']:.1f} | {r['raw_p95']:.1f} | {r['encode_p50']:.1f} | "
+            f"{r['http_p50'] - r['encode_p50']:.1f} | {r['http_p50'] - r['raw_p50']:.1f} |"
         )
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        p50 = {r["mode"]: r["http_p50"] for r in rows if r["dataset"] == dataset}
-        print(f"{dataset}: hybrid p50 - dense p50 = {p50['hybrid'] - p50['dense']:+.1f} ms over HTTP")
+    for r in rows:
+        if r["model_cost_p50"] is not None:
+            print(
+                f"{r['dataset']}: ranking model cost in process (p50 of model - fusion) {r['model_cost_p50']:+.2f} ms"
+            )
     print(json.dumps(rows))
 
 
