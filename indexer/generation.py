@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from embeddings.files import fsync
 from embeddings.model import file_sha256
 from indexer.dense import DEFAULT_EFFORT, DenseIndex, SearchEffort
-from indexer.layout import CURRENT, GENERATIONS, IndexLoadError, fsync_path, write_atomically
+from indexer.layout import CURRENT, GENERATIONS, IndexLoadError, write_atomically
 from indexer.lexical import LexicalIndex, LexicalRow
 from indexer.store import Store
 
@@ -181,7 +182,7 @@ def build_generation(index_dir: Path, store: Store, seq: int, factory: str) -> P
             *(p for p in tmp.rglob("*") if p.is_dir()),
             tmp,
         ]:
-            fsync_path(path)
+            fsync(path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -196,7 +197,7 @@ def place(index_dir: Path, tmp: Path) -> str:
     numbers = [int(p.name.split("-", 1)[0]) for p in root.iterdir() if p.name.split("-", 1)[0].isdigit()]
     name = f"{max(numbers, default=0) + 1:08d}-{manifest.base_seq}"  # sorts by when it was made
     os.rename(tmp, root / name)
-    fsync_path(root)
+    fsync(root)
     return name
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from embeddings.files import fsync
+
 STORE = "store.sqlite"
 CURRENT = "CURRENT"
 GENERATIONS = "generations"
@@ -36,21 +38,13 @@ class Busy(RuntimeError):
     """A lock someone else holds (a compaction already running)."""
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that a crash leaves either the old or the new content, durably."""
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}"
     tmp.write_text(text)
-    fsync_path(tmp)
+    fsync(tmp)
     os.replace(tmp, path)
-    fsync_path(path.parent)
+    fsync(path.parent)
 
 
 @contextmanager

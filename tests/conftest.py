@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from server.retrieval import Searcher
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
 DATA = Path(__file__).resolve().parent / "data"
+
+
+def copy_index(source: Path, target: Path) -> Path:
+    """A private copy of an index directory, without the lock files of the processes using the original."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".lock", ".compact.lock"))
+    return target
 
 
 @pytest.fixture(scope="session")

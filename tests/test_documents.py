@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from semqa.launch import running_server
 from semqa.settings import Settings
 from server.app import create_app
 from server.retrieval import load_searcher
+from tests.conftest import copy_index
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -28,9 +28,7 @@ MARS = {
 def writable(tmp_path, corpus_build, corpus_settings, encoder):
     """An app over a private copy of the corpus index, with an API key."""
     index_dir = tmp_path / "index"
-    shutil.copytree(
-        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
-    )
+    copy_index(corpus_settings.index_dir, index_dir)
     settings = corpus_settings.model_copy(
         update={"index_dir": index_dir, "api_keys": KEY, "max_upsert_documents": 3}
     )
@@ -186,9 +184,7 @@ def test_ids_are_data_never_paths(writable, tmp_path):
 
 def test_documents_over_http_with_two_workers(tmp_path, corpus_build, corpus_settings):
     index_dir = tmp_path / "index"
-    shutil.copytree(
-        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
-    )
+    copy_index(corpus_settings.index_dir, index_dir)
     env = {
         "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
         "SEMQA_API_KEYS": KEY,
@@ -332,9 +328,7 @@ def test_many_concurrent_writers_over_http_lose_nothing(tmp_path, corpus_build, 
     import threading
 
     index_dir = tmp_path / "index"
-    shutil.copytree(
-        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
-    )
+    copy_index(corpus_settings.index_dir, index_dir)
     env = {
         "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
         "SEMQA_API_KEYS": KEY,

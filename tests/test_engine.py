@@ -3,7 +3,6 @@ writes arriving meanwhile), approximate bases against exact search."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,16 +24,14 @@ from indexer.store import Delete, Passage, Store, Upsert
 from indexer.writer import Writer, recover_index
 from semqa.launch import running_server
 from server.retrieval import Searcher, SearchOptions
-from tests.conftest import CORPUS, DATA
+from tests.conftest import CORPUS, DATA, copy_index
 
 
 @pytest.fixture()
 def index_dir(tmp_path, corpus_build, corpus_settings) -> Path:
     """A private copy of the session's corpus index."""
     target = tmp_path / "index"
-    shutil.copytree(
-        corpus_settings.index_dir, target, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
-    )
+    copy_index(corpus_settings.index_dir, target)
     return target
 
 

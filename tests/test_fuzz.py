@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from server.app import create_app
 from server.retrieval import load_searcher
+from tests.conftest import copy_index
 
 KEY = "fuzz-key"
 
@@ -17,7 +16,7 @@ KEY = "fuzz-key"
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory, corpus_build, corpus_settings, encoder):
     index_dir = tmp_path_factory.mktemp("fuzz") / "index"
-    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    copy_index(corpus_settings.index_dir, index_dir)
     fuzz_settings = corpus_settings.model_copy(
         update={"index_dir": index_dir, "api_keys": KEY, "rate_limit": "", "write_rate_limit": ""}
     )

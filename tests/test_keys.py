@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 
 import pytest
 import requests
@@ -14,6 +13,7 @@ from semqa.launch import running_server
 from server.app import create_app
 from server.keys import KeyFileError, KeyRing, parse_key_file
 from server.mcp_server import KeyVerifier
+from tests.conftest import copy_index
 
 WRITER, READER = "writer-key-1", "reader-key-1"
 ORIGIN = "https://page.example"
@@ -171,7 +171,7 @@ def test_scopes_revocation_preflight_metrics_and_the_write_limit_over_http(
     tmp_path, corpus_build, corpus_settings
 ):
     index_dir = tmp_path / "index"
-    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    copy_index(corpus_settings.index_dir, index_dir)
     key_file = tmp_path / "keys"
     key_file.write_text(f"# ops team\n{WRITER}\nread {READER}\n")
     env = {

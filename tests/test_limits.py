@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import socket
 import time
 import urllib.error
@@ -18,6 +17,7 @@ from apiflask import abort
 from semqa.launch import running_server
 from server.app import create_app
 from server.drain import DiscardUnreadBody
+from tests.conftest import copy_index
 
 KEY = "limits-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -184,7 +184,7 @@ def read_urllib(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, di
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, corpus_build, corpus_settings):
     index_dir = tmp_path_factory.mktemp("limits") / "index"
-    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    copy_index(corpus_settings.index_dir, index_dir)
     env = {
         "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
         "SEMQA_API_KEYS": KEY,

@@ -14,6 +14,7 @@ import requests
 from indexer.generation import GENERATIONS, current_path
 from semqa.launch import running_server
 from server.app import create_app
+from tests.conftest import copy_index
 
 
 def test_request_id_is_echoed_or_made_and_logged(corpus_settings, searcher, capsys):
@@ -141,15 +142,12 @@ def test_indexer_killed_mid_build_leaves_a_servable_index(tmp_path, cache_dir, e
 
 
 def test_server_killed_mid_upsert_keeps_every_acknowledged_write(tmp_path, corpus_build, corpus_settings):
-    import shutil
     import threading
 
     from semqa.launch import stop
 
     index_dir = tmp_path / "index"
-    shutil.copytree(
-        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
-    )
+    copy_index(corpus_settings.index_dir, index_dir)
     env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir), "SEMQA_API_KEYS": "k"}
     auth = {"Authorization": "Bearer k"}
     acknowledged: list[str] = []
@@ -187,12 +185,8 @@ def test_server_killed_mid_upsert_keeps_every_acknowledged_write(tmp_path, corpu
 
 
 def test_serve_refuses_a_damaged_index_naming_the_file(tmp_path, corpus_build, corpus_settings):
-    import shutil
-
     index_dir = tmp_path / "index"
-    shutil.copytree(
-        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
-    )
+    copy_index(corpus_settings.index_dir, index_dir)
     dense = current_path(index_dir) / "dense" / "dense.faiss"
     dense.write_bytes(dense.read_bytes()[:4096])  # truncated
     result = subprocess.run(
@@ -208,15 +202,12 @@ def test_serve_refuses_a_damaged_index_naming_the_file(tmp_path, corpus_build, c
 
 
 def test_writes_waiting_on_the_lock_leave_a_thread_for_questions(tmp_path, corpus_build, corpus_settings):
-    import shutil
     import threading
 
     from indexer.layout import writer_lock
 
     index_dir = tmp_path / "index"
-    shutil.copytree(
-        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
-    )
+    copy_index(corpus_settings.index_dir, index_dir)
     env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir), "SEMQA_API_KEYS": "k"}
     auth = {"Authorization": "Bearer k"}
 

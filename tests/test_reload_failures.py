@@ -4,7 +4,6 @@ for an unrelated question, and it is retried until it succeeds."""
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from indexer.layout import CURRENT
 from semqa.launch import running_server
 from server.app import create_app
 from server.retrieval import load_searcher
+from tests.conftest import copy_index
 
 KEY = "reload-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -30,9 +30,7 @@ def served(tmp_path, corpus_build, corpus_settings, encoder):
     """An app over a private copy of the corpus index that refreshes before each request (as `semqa serve`
     does; the background poll is left out by its long interval)."""
     index_dir = tmp_path / "index"
-    shutil.copytree(
-        corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock", ".compact.lock")
-    )
+    copy_index(corpus_settings.index_dir, index_dir)
     settings = corpus_settings.model_copy(
         update={"index_dir": index_dir, "api_keys": KEY, "reload_interval": 3600}
     )

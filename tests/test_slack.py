@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from server.app import create_app
+from tests.conftest import copy_index
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -110,12 +111,11 @@ def test_slack_over_http(corpus_build, corpus_settings):
 def test_document_text_titles_and_the_question_are_escaped_for_mrkdwn(
     tmp_path, corpus_build, corpus_settings, encoder
 ):
-    import shutil
 
     from server.retrieval import load_searcher
 
     index_dir = tmp_path / "index"
-    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    copy_index(corpus_settings.index_dir, index_dir)
     settings = corpus_settings.model_copy(
         update={"index_dir": index_dir, "api_keys": "k", "slack_signing_secret": SECRET}
     )

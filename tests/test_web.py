@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import requests
 
 from semqa.launch import RunningServer, running_server
 from server.app import create_app
+from tests.conftest import copy_index
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -59,7 +59,7 @@ def test_page_asks_for_a_key_when_reads_need_one(corpus_settings, searcher):
 def server(tmp_path_factory, corpus_build, corpus_settings) -> Iterator[RunningServer]:
     """``semqa serve`` on a copy of the corpus index, with one document written through the API."""
     index_dir = tmp_path_factory.mktemp("web") / "index"
-    shutil.copytree(corpus_settings.index_dir, index_dir, ignore=shutil.ignore_patterns(".lock"))
+    copy_index(corpus_settings.index_dir, index_dir)
     env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir), "SEMQA_API_KEYS": KEY}
     with running_server(["--index-dir", str(index_dir)], env=env) as running:
         written = requests.post(
