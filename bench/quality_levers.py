@@ -6,8 +6,8 @@ setting. Noise: paired bootstrap over questions (10,000 resamples), reported as 
 standard error. Leave-one-set-out: the three feature weights fitted by pairwise logistic regression (the
 fused score as a fixed offset; each set weighs equally) on two sets, measured on the third.
 
-    python bench/quality_features.py collect               # pools, passages embedded alone
-    python bench/quality_features.py collect --embed-title # pools, title + passage embedded (the default)
+    python bench/quality_features.py collect                  # pools, title + passage embedded (the default)
+    python bench/quality_features.py collect --no-embed-title # pools, passages embedded alone (before)
     python bench/quality_levers.py [--grid]
 """
 
@@ -18,20 +18,13 @@ import itertools
 import json
 
 import numpy as np
-from quality_features import Pool, SetData, headline, load_sets, paired, per_question
+from quality_features import SetData, load_sets, model_inputs, paired, per_question
 from scipy.optimize import minimize
 
 from server.retrieval.fusion import fuse, zscore
-from server.retrieval.ranking import FEATURES, Ranker, best_sentence, coverage, score
+from server.retrieval.ranking import FEATURES, Ranker, score
 
 SHIPPED = Ranker.load()
-
-
-def inputs(data: SetData, pool: Pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The model's inputs for a pool, as server/retrieval/evidence.py reads them from an index."""
-    owner = np.repeat(np.arange(len(pool.ids)), np.diff(pool.sentence_ptr))
-    sentence = best_sentence(pool.sentence_dense, owner, pool.dense)
-    return sentence, coverage(pool.term_text > 0, pool.idf), data.vectors[pool.rows].astype(np.float32)
 
 
 def model(weights: dict[str, float], alpha: float = 0.4) -> Ranker:
@@ -44,11 +37,9 @@ def measure(sets: dict[str, SetData], ranking, cache: dict) -> dict[str, np.ndar
     for name, data in sets.items():
         if isinstance(ranking, Ranker):
             it = iter(cache[name])
-            out[name] = per_question(data, lambda p, it=it: score(ranking, p.dense, p.lexical, *next(it)))[
-                headline(data)
-            ]
+            out[name] = per_question(data, lambda p, it=it: score(ranking, p.dense, p.lexical, *next(it)))
         else:
-            out[name] = per_question(data, ranking)[headline(data)]
+            out[name] = per_question(data, ranking)
     return out
 
 
@@ -100,11 +91,9 @@ def main() -> None:
     parser.add_argument("--grid", action="store_true", help="also every weight in {0, 0.1, 0.2, 0.3, 0.45}^3")
     args = parser.parse_args()
     text, titled = load_sets(embed_title=False), load_sets(embed_title=True)
-    caches = {id(s): {n: [inputs(d, p) for p in d.pools] for n, d in s.items()} for s in (text, titled)}
+    caches = {id(s): {n: [model_inputs(d, p) for p in d.pools] for n, d in s.items()} for s in (text, titled)}
     header = (
-        "| ranking | "
-        + " | ".join(f"{n} {headline(d)}" for n, d in text.items())
-        + " |\n|---|---:|---:|---:|"
+        "| ranking | " + " | ".join(f"{n} {d.headline}" for n, d in text.items()) + " |\n|---|---:|---:|---:|"
     )
     plain = {
         "dense": lambda p: np.where(p.in_dense, p.dense, -np.inf),
