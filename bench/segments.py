@@ -37,7 +37,7 @@ from common import SHARED, percentile, rollup, worker_pids
 
 from embeddings import load_encoder
 from indexer import IndexReader
-from indexer.dense import DenseIndex
+from indexer.dense import DenseIndex, SearchEffort
 from indexer.layout import STORE
 from indexer.store import Store
 from semqa.launch import running_server
@@ -45,6 +45,8 @@ from semqa.settings import MODES
 from server.retrieval import Searcher, SearchOptions
 
 NOISE = 0.5
+EF_SWEEP = (64, 128, 256, 512)
+SERVED_CANDIDATES = 100  # the dense side's candidates for one question at top_k 10
 DIMENSION = 384
 
 
@@ -153,6 +155,17 @@ def in_process(index_dir: Path, encoder, asked: list[str], vectors: np.ndarray) 
     truth = exact_top(reader.store, vectors, 10)
     found = [set(ids.tolist()) for ids, _ in view.dense.search(vectors, 10)]
     out["recall@10"] = float(np.mean([len(f & t) / 10 for f, t in zip(found, truth, strict=True)]))
+    if view.manifest.kind == "hnsw":  # recall and time of the base at other efSearch values
+        for ef in EF_SWEEP:
+            dense = DenseIndex(view.dense.base, view.dense.base_alive, view.dense.segments, SearchEffort(ef))
+            times = []
+            for vector in vectors:
+                started = time.perf_counter()
+                dense.search(vector[None, :], SERVED_CANDIDATES)  # what a question asks of the dense side
+                times.append((time.perf_counter() - started) * 1000)
+            found = [set(ids[:10].tolist()) for ids, _ in dense.search(vectors, SERVED_CANDIDATES)]
+            recall = float(np.mean([len(f & t) / 10 for f, t in zip(found, truth, strict=True)]))
+            out[f"ef{ef}"] = {"recall@10": recall, "search_p50": percentile(times, 50)}
     return out
 
 
@@ -176,9 +189,14 @@ def over_http(index_dir: Path, asked: list[str], texts: list[str]) -> dict[str, 
                 ).raise_for_status()
                 times.append((time.perf_counter() - started) * 1000)
             out[f"http_{mode}_p50"], out[f"http_{mode}_p95"] = percentile(times, 50), percentile(times, 95)
+        for question in asked:  # on new connections, so that both workers answer some
+            requests.post(server.url + "/ask", json={"question": question}, timeout=60).raise_for_status()
         memory = [rollup(pid) for pid in worker_pids(server.process.pid)]
         out["rss_mb"] = [round(m["Rss"] / 1024) for m in memory]
         out["pss_mb"] = [round(m["Pss"] / 1024) for m in memory]
+        # Anonymous memory is each worker's own; the rest of its PSS is mapped files (the FAISS base, tantivy,
+        # SQLite), page cache any worker that touches the same pages shares.
+        out["anon_mb"] = [round(m["Anonymous"] / 1024) for m in memory]
         # Warm the write path (each worker loads its write encoder at its first write) and the cache.
         for i in range(6):
             session.post(
@@ -211,6 +229,7 @@ def main() -> int:
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "semqa-bench-segments")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--reuse", action="store_true", help="measure indexes already built in --work")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder()
@@ -223,10 +242,10 @@ def main() -> int:
         if not corpus.exists():
             write_corpus(corpus, size, texts, seeds)
         index_dir = args.work / f"index-{size}"
-        if index_dir.exists():
-            subprocess.run(["rm", "-rf", str(index_dir)], check=True)
         row: dict[str, object] = {"passages": size}
-        row["build_s"] = semqa("index", str(corpus), "--index-dir", str(index_dir), "--quiet")
+        if not (args.reuse and index_dir.exists()):
+            subprocess.run(["rm", "-rf", str(index_dir)], check=True)
+            row["build_s"] = semqa("index", str(corpus), "--index-dir", str(index_dir), "--quiet")
         row["disk_mb"] = disk_mb(index_dir)
         row.update(in_process(index_dir, encoder, asked, vectors))
         row.update(over_http(index_dir, asked[:100], texts))
