@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         description="FAISS index_factory string of the dense base; auto = exact (Flat) below 50,000 "
         "passages, HNSW32 above.",
     )
-    ef_search: int = Field(128, ge=1, le=4096, description="HNSW efSearch: candidates explored per question.")
+    ef_search: int = Field(512, ge=1, le=4096, description="HNSW efSearch: candidates explored per question.")
     nprobe: int = Field(32, ge=1, le=65536, description="IVF nprobe: lists searched per question.")
     compact_after: int = Field(
         20_000,
