@@ -4,7 +4,9 @@ Every ranking here goes through ``server.retrieval.ranking.score``, the function
 same 100 + 100 candidates ``POST /ask`` fuses, so a row's figure is what ``semqa eval`` reports for that
 setting. Noise: paired bootstrap over questions (10,000 resamples), reported as the difference ± its
 standard error. Leave-one-set-out: the three feature weights fitted by pairwise logistic regression (the
-fused score as a fixed offset; each set weighs equally) on two sets, measured on the third.
+fused score as a fixed offset; each set weighs equally) on two sets, measured on the third. ``--grid``:
+every knob of the shipped model on a coarse grid (fusion alpha, feedback depth, the three weights), the
+setting with the best mean relative gain over min-max 0.5 on two sets measured on the third.
 
     python bench/quality_features.py collect                  # pools, title + passage embedded (the default)
     python bench/quality_features.py collect --no-embed-title # pools, passages embedded alone (before)
