@@ -318,6 +318,7 @@ def main() -> None:
             build_txtai(python, seed, scratch / "seed-txtai", model)
         exports = scratch / "seed-cache" / EXPORTS
         builds: dict[str, list[dict[str, Any]]] = {"semqa": [], "txtai": []}
+        results["builds"] = builds
         for r in range(args.rounds):
             order = ["semqa", "txtai"] if r % 2 == 0 else ["txtai", "semqa"]
             for engine in order:
@@ -328,9 +329,9 @@ def main() -> None:
                         run = build_txtai(python, corpus, scratch / f"txtai-{r}", model)
                 builds[engine].append(run)
                 print(f"round {r + 1} {engine}: {json.dumps(run)}", file=sys.stderr, flush=True)
+                save(results, args.json)  # a run cut short keeps the rounds it finished
         with cpu_turn(args.lock):
             hybrid_build = build_txtai(python, corpus, scratch / "txtai-hybrid", model, hybrid=True)
-        results["builds"] = builds
         results["txtai_hybrid_build"] = hybrid_build
         last = args.rounds - 1
         settings = Settings(index_dir=scratch / f"semqa-{last}", cache_dir=scratch / f"cache-{last}")
@@ -365,9 +366,13 @@ def main() -> None:
             txtai.close()
     results["semqa_backend"] = encoder.backend
     print_tables(results)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    save(results, args.json)
     print(f"\nJSON: {args.json}")
+
+
+def save(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
 
 
 def docs_per_s(runs: list[dict[str, Any]], key: str) -> float:
