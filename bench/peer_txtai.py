@@ -131,23 +131,24 @@ def questions_for(doc_ids: set[str], limit: int) -> tuple[list[tuple[str, str]],
     return chosen[:limit], qrels
 
 
+def timed_run(command: list[str], what: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``command`` run offline with its output captured, and its wall time in seconds; stops the benchmark
+    if it fails."""
+    started = time.perf_counter()
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env={**os.environ, **OFFLINE})
+    wall = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"{what} failed:\n{done.stderr}")
+    return done, wall
+
+
 def build_semqa(corpus: Path, index_dir: Path, cache_dir: Path, exports: Path) -> dict[str, Any]:
     """`semqa index` with default settings into an empty embedding cache (the ONNX export copied in)."""
     cache_dir.mkdir(parents=True)
     if exports.is_dir():
         shutil.copytree(exports, cache_dir / EXPORTS)
     command = [sys.executable, "-m", "semqa.cli", "index", str(corpus), "--index-dir", str(index_dir)]
-    started = time.perf_counter()
-    done = subprocess.run(
-        [*command, "--cache-dir", str(cache_dir), "--quiet"],
-        check=False,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **OFFLINE},
-    )
-    wall = time.perf_counter() - started
-    if done.returncode:
-        raise SystemExit(f"semqa index failed:\n{done.stderr}")
+    done, wall = timed_run([*command, "--cache-dir", str(cache_dir), "--quiet"], "semqa index")
     report = re.search(
         r"indexed (\d+) documents into (\d+) chunks \((\d+) embedded.*?, ([\d.]+) s,", done.stderr
     )
@@ -165,17 +166,7 @@ def build_semqa(corpus: Path, index_dir: Path, cache_dir: Path, exports: Path) -
 
 def build_txtai(python: Path, corpus: Path, out: Path, model: Path, hybrid: bool = False) -> dict[str, Any]:
     command = [str(python), str(DRIVER), "build", str(corpus), str(out), str(model)]
-    started = time.perf_counter()
-    done = subprocess.run(
-        command + (["--hybrid"] if hybrid else []),
-        check=False,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **OFFLINE},
-    )
-    wall = time.perf_counter() - started
-    if done.returncode:
-        raise SystemExit(f"txtai build failed:\n{done.stderr}")
+    done, wall = timed_run(command + (["--hybrid"] if hybrid else []), "txtai build")
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return {
         "documents": report["documents"],
