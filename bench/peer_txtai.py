@@ -28,7 +28,6 @@ rounds), so that other benchmarks that take the same lock never overlap them.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import re
@@ -38,8 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -47,6 +46,7 @@ from typing import IO, Any
 import requests
 from common import REPO, SHARED, percentile
 
+from embeddings.files import file_lock
 from embeddings.model import default_model_path
 from embeddings.onnx_export import EXPORTS
 from semqa.evaluation import ndcg_at_k, read_beir
@@ -64,18 +64,9 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFL
 Ask = Callable[[str], tuple[float, list[str]]]  # question -> (ms, document ids best first)
 
 
-@contextmanager
-def cpu_turn(lock: Path | None) -> Iterator[None]:
+def cpu_turn(lock: Path | None) -> AbstractContextManager[None]:
     """Hold ``lock`` (an exclusive flock) for the duration, when one is given."""
-    if lock is None:
-        yield
-        return
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return nullcontext() if lock is None else file_lock(lock)
 
 
 def txtai_version(python: Path) -> str | None:

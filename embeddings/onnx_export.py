@@ -16,7 +16,6 @@ logged, removed and made again from the verified weights, which are the only sou
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from embeddings.backends import INT8
-from embeddings.files import file_sha256, fsync
+from embeddings.files import file_lock, file_sha256, fsync
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def ensure_export(
     backend ``identity``, made first if it is missing or fails verification."""
     final = export_path(cache_dir, weights_sha256, identity)
     final.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(final.parent / f".{final.name}.lock"):
+    with file_lock(final.parent / f".{final.name}.lock"):
         problem = verify_export(final, weights_sha256)
         if problem is None:
             return _read(final)
@@ -213,13 +212,3 @@ def _remove(path: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
     os.rename(path, aside)
     shutil.rmtree(aside, ignore_errors=True)
-
-
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -21,12 +21,13 @@ from pathlib import Path
 
 from embeddings import EmbeddingCache, Encoder
 from embeddings.backends import compatible
+from embeddings.files import file_lock
 from indexer.chunking import ChunkingConfig
 from indexer.compact import finish, install
 from indexer.dense import AUTO
 from indexer.documents import Document
 from indexer.generation import build_generation, current_name, current_path
-from indexer.layout import COMPACT_LOCK, STORE, file_lock, writer_lock
+from indexer.layout import COMPACT_LOCK, STORE, writer_lock
 from indexer.parquet import EmbeddedPassages, read_passages
 from indexer.passages import prepare_upserts
 from indexer.readers import CorpusError, Skipped, read_corpus

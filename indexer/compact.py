@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from embeddings.files import file_lock
 from indexer.dense import AUTO
 from indexer.generation import (
     base_seq_of,
@@ -32,7 +33,7 @@ from indexer.generation import (
     prune,
     read_manifest,
 )
-from indexer.layout import COMPACT_LOCK, STORE, file_lock, writer_lock
+from indexer.layout import COMPACT_LOCK, STORE, writer_lock
 from indexer.store import Store
 from indexer.writer import apply_lexical, recover
 
@@ -72,7 +73,7 @@ def finish(index_dir: Path, store: Store, replaced: str | None) -> int:
 
 
 def compact(index_dir: Path, factory: str = AUTO) -> CompactReport:
-    """Compact ``index_dir`` now; ``indexer.layout.Busy`` if a compaction or build is already running."""
+    """Compact ``index_dir`` now; ``embeddings.files.Busy`` if a compaction or build is already running."""
     started = time.perf_counter()
     with file_lock(index_dir / COMPACT_LOCK, wait=False):
         store = Store(index_dir / STORE)

@@ -106,7 +106,7 @@ class Writer:
     ) -> None:
         self.index_dir = index_dir
         self.store = store
-        self.lock_timeout = lock_timeout  # then ``indexer.layout.Busy`` (a rebuild holds the lock)
+        self.lock_timeout = lock_timeout  # then ``embeddings.files.Busy`` (a rebuild holds the lock)
         self.on_commit = on_commit
         self._pending: list[_Pending] = []
         self._leading = False

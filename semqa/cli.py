@@ -338,8 +338,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
+    from embeddings.files import Busy
     from indexer.compact import compact
-    from indexer.layout import Busy
 
     try:
         report = compact(settings.index_dir, settings.faiss_factory)

@@ -22,9 +22,10 @@ from flask import request
 
 from embeddings import EmbeddingCache, Encoder
 from embeddings.backends import incompatibility
+from embeddings.files import Busy, file_lock
 from indexer import API_SOURCE, Document, IndexLoadError
 from indexer.chunking import ChunkingConfig
-from indexer.layout import COMPACT_LOCK, Busy, file_lock
+from indexer.layout import COMPACT_LOCK
 from indexer.passages import prepare_upserts
 from indexer.store import Change, Committed, Delete
 from indexer.writer import ConfigChanged, NotSearchable, Writer
