@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from embeddings.onnx_forward import OnnxForward
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -42,6 +44,9 @@ class Encoder:
             else 0
         )
         self._lock = threading.Lock()
+        # The ONNX backends run straight on their onnxruntime session (embeddings.onnx_forward), without
+        # the lock; torch, and a pipeline the direct pass does not reproduce, go through sentence-transformers.
+        self._onnx = OnnxForward.of(model) if backend != "torch" else None
 
     @property
     def max_content_tokens(self) -> int:
@@ -56,15 +61,17 @@ class Encoder:
         """Model tokens of each text, special tokens included: what the model would read without truncation."""
         return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=True)]
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
         """Embed ``texts`` into an ``(n, dimension)`` float32 array of unit vectors, in input order."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self._onnx is not None:
+            return self._encode_direct(texts, batch_size)
         with self._lock:
             vectors = self._model.encode(
                 list(texts),
                 batch_size=batch_size,
-                show_progress_bar=progress,
+                show_progress_bar=False,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
             )
@@ -84,21 +91,37 @@ class Encoder:
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         span_vectors: list[np.ndarray] = [np.zeros((0, self.dimension), np.float32)] * len(texts)
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        # Longest first, as sentence-transformers' encode does, so each batch pads little.
-        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
-        for first in range(0, len(order), batch_size):
-            rows = order[first : first + batch_size]
+        for rows in self._batches(encodings, batch_size):
             tokens, pooled = self._forward([texts[i] for i in rows])
             for row, token_rows, vector in zip(rows, tokens, pooled, strict=True):
                 vectors[row] = vector
                 span_vectors[row] = _pool_spans(spans[row], encodings[row], token_rows, vector)
         return np.ascontiguousarray(vectors), span_vectors
 
+    def _encode_direct(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        """``encode`` on the ONNX session directly (see ``embeddings.onnx_forward``)."""
+        assert self._onnx is not None
+        if len(texts) == 1:  # a question: no batching to plan
+            return self._onnx(texts)[1]
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        for rows in self._batches(encodings, batch_size):
+            vectors[rows] = self._onnx([texts[i] for i in rows])[1]
+        return vectors
+
+    @staticmethod
+    def _batches(encodings: Sequence[Any], batch_size: int) -> list[list[int]]:
+        """Input rows in batches, longest first as sentence-transformers' encode does, so each pads little."""
+        order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+        return [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
+
     def _forward(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """One forward pass of the model's module pipeline: padded token embeddings and unit text vectors.
 
         The modules are called directly (not through ``encode``) because ``encode`` does not return the
         token embeddings and the text vector of one pass together in every sentence-transformers release."""
+        if self._onnx is not None:
+            return self._onnx(texts)
         import torch
 
         with self._lock, torch.inference_mode():

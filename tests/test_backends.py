@@ -113,6 +113,37 @@ def test_onnx_vectors_equal_torch_and_int8_differ_a_little(by_backend):
     assert (int8 * reference).sum(axis=1).min() > 0.95
 
 
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_onnx_backends_run_the_session_directly_with_sentence_transformers_vectors(by_backend, backend):
+    """The ONNX backends skip sentence-transformers' torch wrapper (embeddings.onnx_forward) and must give
+    its vectors: texts past the model's 256 tokens are truncated the same way, padding changes nothing, and
+    one question alone is encoded as in a batch."""
+    encoder = by_backend[backend]
+    assert encoder._onnx is not None
+    long_text = " ".join(PASSAGES * 40)  # about 1,000 tokens
+    texts = [*PASSAGES, long_text, "Mars?", "a"]
+    wrapped = encoder._model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+    direct = encoder.encode(texts)
+    tolerance = FLOAT32_TOLERANCE if backend == "onnx" else 2e-3  # int8: activation scales follow the batch
+    assert np.abs(direct - wrapped).max() < tolerance
+    for text, vector in zip(texts, wrapped, strict=True):
+        alone = encoder._model.encode([text], convert_to_numpy=True, normalize_embeddings=True)[0]
+        assert np.abs(encoder.encode([text])[0] - alone).max() < FLOAT32_TOLERANCE
+
+
+def test_a_pipeline_the_direct_pass_does_not_reproduce_keeps_sentence_transformers(onnx_encoder):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    from embeddings.onnx_forward import OnnxForward
+
+    transformer = onnx_encoder._model[0]
+    assert OnnxForward.of(onnx_encoder._model) is not None
+    cls_pooling = SentenceTransformer(modules=[transformer, Pooling(384, pooling_mode="cls")], device="cpu")
+    assert OnnxForward.of(cls_pooling) is None
+    assert OnnxForward.of(SentenceTransformer(modules=[transformer], device="cpu")) is None
+
+
 def test_export_is_made_once_and_records_its_hashes(onnx_encoder, onnx_cache, caplog):
     folder = export_path(onnx_cache, onnx_encoder.weights_sha256, "onnx")
     record = json.loads((folder / RECORD).read_text())
