@@ -30,6 +30,18 @@ def test_every_mode_returns_ranked_passages(searcher, mode):
         assert all(-1.0 <= p.dense_score <= 1.0 for p in passages)
 
 
+def test_every_mode_reports_the_same_bm25_score_for_a_passage(searcher):
+    # Dense mode scores BM25 only for the passages it returns; the score must still be the passage's own.
+    question = "How many launch missions did the Long March rockets fly?"
+    everything = searcher.search(question, 500, SearchOptions(mode="lexical"))  # every passage with a term
+    lexical = {p.chunk.chunk_id: p.lexical_score for p in everything}
+    for mode in ("dense", "hybrid"):
+        passages = searcher.search(question, 10, SearchOptions(mode=mode))
+        assert any(p.lexical_score > 0 for p in passages)
+        for p in passages:
+            assert p.lexical_score == pytest.approx(lexical.get(p.chunk.chunk_id, 0.0), rel=1e-5)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_documents_filter_applies_before_ranking(searcher, mode):
     target = "002_353dd3b29b1f0b6d.txt"

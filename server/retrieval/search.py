@@ -115,6 +115,9 @@ class Searcher:
                     self.config.ranker, view, terms, idf, vector, ids, candidate_vectors, dense, lexical
                 )
             passages = self._rank(view, ids, dense, lexical, top_k, options, scores)
+            if options.mode == "dense":  # BM25 only for what is returned: it plays no part in the ranking
+                bm25 = view.lexical.scores(terms, np.array([p.chunk.chunk_id for p in passages], np.int64))
+                passages = [replace(p, lexical_score=float(s)) for p, s in zip(passages, bm25, strict=True)]
             if options.highlight:
                 passages = self._highlight(view, question, terms, idf, vector, passages)
             results.append(passages)
@@ -131,10 +134,11 @@ class Searcher:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidate chunk ids, their vectors (read once: the dense score and ranking both need them; empty
         in lexical mode) and their BM25 scores: each retriever proposes its ``depth`` best, and the other's
-        score is computed for the ones it did not propose."""
-        lexical_ids, lexical_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
-        if options.mode != "dense":
-            lexical_ids, lexical_scores = view.lexical.search(terms, depth, options.documents)
+        score is computed for the ones it did not propose. Dense mode proposes by dense alone and leaves the
+        BM25 scores at zero: the caller scores only the passages it returns."""
+        if options.mode == "dense" and dense_ids is not None:
+            return dense_ids, view.dense.vectors(dense_ids), np.zeros(len(dense_ids), np.float32)
+        lexical_ids, lexical_scores = view.lexical.search(terms, depth, options.documents)
         proposed = [lexical_ids] if dense_ids is None else [dense_ids, lexical_ids]
         ids = np.unique(np.concatenate(proposed))
         lexical = np.zeros(len(ids), dtype=np.float32)
