@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 from limits import parse
-from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.limit_storage import SweptMemoryStorage
 from server.responses import error_body
 
 FREE_PATHS = ("/health",)  # the MCP app's probe, free as the HTTP API's probes are
@@ -28,7 +28,7 @@ class RateLimit:
         self.app = app
         self.limit = limit
         self.item = parse(limit)
-        self.limiter = FixedWindowRateLimiter(MemoryStorage())
+        self.limiter = FixedWindowRateLimiter(SweptMemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in FREE_PATHS:

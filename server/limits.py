@@ -19,6 +19,7 @@ from flask_limiter import HeaderNames, Limiter
 from flask_limiter.util import get_remote_address
 
 from semqa.settings import Settings
+from server.limit_storage import STORAGE_URI
 
 UNLIMITED_PATHS = ("/health", "/ready", "/metrics", "/openapi.json", "/docs")
 WRITE_BLUEPRINT = "documents"
@@ -44,7 +45,7 @@ def register_limits(app: APIFlask, settings: Settings) -> None:
         # Application limits are one counter per client across routes (default limits would keep one
         # per route), and are checked in the limiter's before_request hook like blueprint limits.
         application_limits=[settings.rate_limit] if settings.rate_limit else [],
-        storage_uri="memory://",
+        storage_uri=STORAGE_URI,  # limits' memory storage, without its thread per request
         headers_enabled=True,  # X-RateLimit-* on every answer, Retry-After on a 429
         header_name_mapping={HeaderNames.RETRY_AFTER: LIMIT_RETRY_AFTER},
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -105,6 +106,24 @@ def test_retry_after_is_sent_on_429_only_and_never_replaces_the_apps_own(limited
     )
     busy = client.post("/documents", json=UPSERT, headers=AUTH)
     assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+
+
+def test_a_limited_request_starts_no_thread_and_a_window_that_ends_admits_again(limited, monkeypatch):
+    # limits' stock memory storage started a timer thread on every hit that came more than 10 ms after
+    # the last one (0.9 ms a request); the counters must still expire on time without it.
+    client = limited("2 per second", "")
+    started = []
+    original = threading.Thread.start
+    monkeypatch.setattr(
+        threading.Thread, "start", lambda thread: (started.append(thread.name), original(thread))
+    )
+    statuses = []
+    for _ in range(3):
+        time.sleep(0.03)
+        statuses.append(call(client, "GET /documents").status_code)
+    assert statuses == [200, 200, 429] and started == []
+    time.sleep(1.05)  # the next one-second window
+    assert call(client, "GET /documents").status_code == 200
 
 
 def test_probes_metrics_docs_static_files_and_preflights_are_never_limited(limited):

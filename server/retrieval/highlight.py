@@ -15,6 +15,7 @@ is answered by a span that holds a number or a date: when some span does, only t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from server.retrieval.fusion import zscore
 
 WINDOW_WORDS = 20  # length of the word window quoted from a sentence too long to quote whole
 HEADING_WORDS = 12
+LAYOUT_CACHE = 1024  # passages whose analysed sentences are kept (a few KB each)
 SENTENCE_MARKS = (".", "!", "?", "…", "。", "！", "？", ":", ";")
 # Measured on the dev questions (BENCHMARKS.md): the highlight holds the evidence in 17 of 21 passages
 # without the context carry-over, 18 with it (weights 0.5 to 0.7 alike).
@@ -55,21 +57,83 @@ class Highlight:
     end: int
 
 
-def _window(
-    words: list[tuple[int, int]], word_terms: list[list[str]], wanted: Mapping[str, float]
-) -> tuple[int, int]:
-    """The ``WINDOW_WORDS`` window holding the most (idf-weighted, distinct) question terms; among equals,
-    the one whose matching words sit closest to its centre, then the first. Every window at once, with
-    running sums over the words (no loop over windows)."""
-    size = min(WINDOW_WORDS, len(words))
-    starts = len(words) - size + 1
-    column = {t: j for j, t in enumerate(wanted)}
-    hits = np.zeros((len(column), len(words)), dtype=bool)  # hits[j, w]: word w holds question term j
+@dataclass(frozen=True)
+class _Sentence:
+    """A sentence short enough to quote: its offsets and the analysed terms it holds, with counts."""
+
+    start: int
+    end: int
+    counts: Counter[str]
+    length: int  # how many terms, repeats included
+
+
+@dataclass(frozen=True)
+class _LongSentence:
+    """A sentence too long to quote (unpunctuated text), quoted as a window of its words: the words'
+    offsets, the words each term occurs in (once per occurrence) and a running count of terms."""
+
+    words: np.ndarray  # (n, 2) offsets
+    where: dict[str, np.ndarray]  # term -> indices of the words holding it
+    before: np.ndarray  # before[w]: how many terms words[:w] hold (n + 1 entries)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the highlight needs of a passage whatever the question: its sentences in order (headings
+    apart), each analysed once."""
+
+    sentences: tuple[_Sentence | _LongSentence, ...]
+    headings: tuple[_Sentence, ...]
+
+
+def _long_sentence(words: list[tuple[int, int]], word_terms: list[list[str]]) -> _LongSentence:
+    where: dict[str, list[int]] = {}
     for w, terms in enumerate(word_terms):
         for term in terms:
-            if term in column:
-                hits[column[term], w] = True
-    running = np.zeros((len(column), len(words) + 1))
+            where.setdefault(term, []).append(w)
+    return _LongSentence(
+        np.array(words, dtype=np.int64).reshape(-1, 2),
+        {term: np.array(found, dtype=np.int64) for term, found in where.items()},
+        np.concatenate([[0], np.cumsum([len(t) for t in word_terms])]),
+    )
+
+
+@functools.lru_cache(maxsize=LAYOUT_CACHE)
+def _layout(text: str, title: str, analyze: Analyzer) -> _Layout:
+    """Sentences, word windows' material and analysed terms of ``text``: the same for every question, so
+    a passage returned again (a popular one, or the next page of an answer) is not re-tokenised."""
+    parts: list[list[tuple[int, int]]] = []  # per sentence: its words (long) or its own offsets
+    for start, end in sentence_spans(text):
+        words = word_spans(text, start, end)
+        parts.append(words if len(words) > LONG_SENTENCE_WORDS else [(start, end)])
+    # one analyzer call for all: the words of long sentences, the short sentences whole
+    terms = iter(analyze([text[s:e] for part in parts for s, e in part]))
+    sentences: list[_Sentence | _LongSentence] = []
+    headings: list[_Sentence] = []
+    for part in parts:
+        if len(part) > 1:
+            sentences.append(_long_sentence(part, [next(terms) for _ in part]))
+            continue
+        (start, end), held = part[0], next(terms)
+        sentence = _Sentence(start, end, Counter(held), len(held))
+        (headings if _is_heading(text[start:end], title) else sentences).append(sentence)
+    return _Layout(tuple(sentences), tuple(headings))
+
+
+def _window(sentence: _LongSentence, wanted: Mapping[str, float]) -> tuple[int, int, dict[str, int], int]:
+    """The ``WINDOW_WORDS`` window holding the most (idf-weighted, distinct) question terms; among equals,
+    the one whose matching words sit closest to its centre, then the first. Every window at once, with
+    running sums over the words (no loop over windows). Returns its offsets, the count of each wanted term
+    inside it and how many terms it holds."""
+    words = sentence.words
+    size = min(WINDOW_WORDS, len(words))
+    starts = len(words) - size + 1
+    hits = np.zeros((len(wanted), len(words)), dtype=bool)  # hits[j, w]: word w holds question term j
+    for j, term in enumerate(wanted):
+        found = sentence.where.get(term)
+        if found is not None:
+            hits[j, found] = True
+    running = np.zeros((len(wanted), len(words) + 1))
     np.cumsum(hits, axis=1, out=running[:, 1:])
     present = running[:, size : size + starts] > running[:, :starts]  # term j inside window f
     weight = np.round(np.array(list(wanted.values())) @ present, 9)
@@ -82,8 +146,14 @@ def _window(
     offsets = place[size : size + starts] - place[:starts] - first * inside
     off_centre = np.where(inside > 0, np.abs(offsets / np.maximum(inside, 1) - (size - 1) / 2), 0.0)
     best = weight == weight.max()
-    best_first = int(np.flatnonzero(best & (off_centre == off_centre[best].min()))[0])
-    return words[best_first][0], words[best_first + size - 1][1]
+    a = int(np.flatnonzero(best & (off_centre == off_centre[best].min()))[0])
+    b = a + size
+    counts = {}
+    for term in wanted:
+        found = sentence.where.get(term)
+        if found is not None:
+            counts[term] = int(np.count_nonzero((found >= a) & (found < b)))
+    return int(words[a, 0]), int(words[b - 1, 1]), counts, int(sentence.before[b] - sentence.before[a])
 
 
 def _is_heading(sentence: str, title: str) -> bool:
@@ -96,30 +166,26 @@ def _is_heading(sentence: str, title: str) -> bool:
 
 def candidate_spans(
     text: str, wanted: Mapping[str, float], analyze: Analyzer, title: str = ""
-) -> list[tuple[int, int]]:
+) -> list[tuple[int, int, Mapping[str, int], int]]:
     """Sentences of ``text`` (headings only when there is nothing else); inside a sentence too long to
-    quote, its best word window."""
-    spans: list[tuple[int, int]] = []
-    headings: list[tuple[int, int]] = []
-    for start, end in sentence_spans(text):
-        words = word_spans(text, start, end)
-        if len(words) > LONG_SENTENCE_WORDS:
-            spans.append(_window(words, analyze([text[s:e] for s, e in words]), wanted))
-        elif _is_heading(text[start:end], title):
-            headings.append((start, end))
-        else:
-            spans.append((start, end))
-    return spans or headings
+    quote, its best word window. Each as ``(start, end, term counts, number of terms)``."""
+    layout = _layout(text, title, analyze)
+    spans: list[tuple[int, int, Mapping[str, int], int]] = [
+        _window(s, wanted) if isinstance(s, _LongSentence) else (s.start, s.end, s.counts, s.length)
+        for s in layout.sentences
+    ]
+    return spans or [(s.start, s.end, s.counts, s.length) for s in layout.headings]
 
 
-def _bm25(span_terms: list[list[str]], wanted: Mapping[str, float]) -> np.ndarray:
-    average = max(1.0, sum(len(t) for t in span_terms) / max(1, len(span_terms)))
-    scores = np.zeros(len(span_terms))
-    for i, terms in enumerate(span_terms):
-        counts = Counter(terms)
-        norm = BM25_K1 * (1 - BM25_B + BM25_B * len(terms) / average)
+def _bm25(
+    spans: Sequence[tuple[int, int, Mapping[str, int], int]], wanted: Mapping[str, float]
+) -> np.ndarray:
+    average = max(1.0, sum(length for *_, length in spans) / max(1, len(spans)))
+    scores = np.zeros(len(spans))
+    for i, (_, _, counts, length) in enumerate(spans):
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * length / average)
         scores[i] = sum(
-            w * counts[t] * (BM25_K1 + 1) / (counts[t] + norm) for t, w in wanted.items() if counts[t]
+            w * counts[t] * (BM25_K1 + 1) / (counts[t] + norm) for t, w in wanted.items() if counts.get(t)
         )
     return scores
 
@@ -144,9 +210,13 @@ def best_span(
     with ``dense``, the question's cosine to each stored sentence vector, plus the context carry-over; when
     ``question`` asks for a number, among the spans that hold one. The first span wins ties."""
     wanted = {t: idf[t] for t in question_terms if idf.get(t, 0.0) > 0}
-    spans = candidate_spans(text, wanted, analyze, title) or [(0, len(text))]
+    candidates = candidate_spans(text, wanted, analyze, title)
+    if not candidates:  # no sentence at all (white space only)
+        whole = analyze([text])[0]
+        candidates = [(0, len(text), Counter(whole), len(whole))]
+    spans = [(s, e) for s, e, _, _ in candidates]
     texts = [text[s:e] for s, e in spans]
-    scores = _bm25(analyze(texts), wanted)
+    scores = _bm25(candidates, wanted)
     if dense and len(spans) > 1:
         cosines = np.array([dense.get(span, np.nan) for span in spans])
         known = ~np.isnan(cosines)
