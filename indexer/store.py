@@ -38,6 +38,7 @@ from indexer.lexical import ANALYZE, passage_body
 
 FORMAT_VERSION = 4  # 4: the segment store (one SQLite store, derived generations)
 SQL_BATCH = 500  # values per IN (...), under SQLite's variable limit on any version
+READ_MMAP_BYTES = 1 << 30  # per read-only connection, address space only (SQLite caps it at its own maximum)
 LIVE = "seq <= :s AND (dseq IS NULL OR dseq > :s)"  # a row live at sequence :s
 _LIVE_AT = "seq <= ? AND (dseq IS NULL OR dseq > ?)"
 
@@ -120,6 +121,10 @@ class Changes:
 def _open(path: Path, *, readonly: bool) -> sqlite3.Connection:
     if readonly:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        # Pages read through a memory map, not a read() call each: a question's candidates' evidence (100-200
+        # rows) came 0.6 ms sooner on SciFact's store, and the workers share the pages as they share the
+        # memory-mapped vectors. A rebuild replaces the file (rename), so no mapping sees it truncated.
+        db.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}")
     else:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA busy_timeout = 30000")

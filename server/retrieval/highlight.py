@@ -104,8 +104,8 @@ def _layout(text: str, title: str, analyze: Analyzer) -> _Layout:
     a passage returned again (a popular one, or the next page of an answer) is not re-tokenised."""
     parts: list[list[tuple[int, int]]] = []  # per sentence: its words (long) or its own offsets
     for start, end in sentence_spans(text):
-        words = word_spans(text, start, end)
-        parts.append(words if len(words) > LONG_SENTENCE_WORDS else [(start, end)])
+        long = len(text[start:end].split()) > LONG_SENTENCE_WORDS  # as many as word_spans finds, faster
+        parts.append(word_spans(text, start, end) if long else [(start, end)])
     # one analyzer call for all: the words of long sentences, the short sentences whole
     terms = iter(analyze([text[s:e] for part in parts for s, e in part]))
     sentences: list[_Sentence | _LongSentence] = []
