@@ -75,6 +75,8 @@ class OnnxForward:
             feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
         tokens = self._session.run(self._outputs, feed)[0]
         weights = mask.astype(np.float32)
-        pooled = np.einsum("bt,btd->bd", weights, tokens) / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
+        pooled = np.einsum("bt,btd->bd", weights, tokens) / np.maximum(
+            weights.sum(axis=1, keepdims=True), 1e-9
+        )
         pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return tokens, pooled.astype(np.float32)
