@@ -60,15 +60,18 @@ def running_server(
     timeout: float = 180,
     command: str = "serve",
     until: Literal["health", "listening"] = "health",
+    cwd: Path | None = None,
 ) -> Iterator[RunningServer]:
     """``semqa <command> --port <free> *args`` with ``env`` added to the environment, once its ``/health``
-    answers (or, with ``until="listening"``, as soon as its port takes connections); stopped on exit."""
+    answers (or, with ``until="listening"``, as soon as its port takes connections); stopped on exit.
+    ``cwd``: run it from there (a checkout of another commit runs that commit's code)."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix=f"semqa-{command}-", suffix=".log")[1])
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "semqa.cli", command, "--port", str(port), *args],
             env={**os.environ, **(env or {})},
+            cwd=cwd,
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: master and workers are stopped together
