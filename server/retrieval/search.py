@@ -178,6 +178,23 @@ class Searcher:
             highlighted.append(replace(p, highlight=span))
         return highlighted
 
+    @staticmethod
+    def _best_per_document(view: IndexView, ids: np.ndarray, order: np.ndarray, top_k: int) -> np.ndarray:
+        """The first of ``order`` from each document, until ``top_k`` documents: documents are looked up
+        a slice of the ranking at a time, as far down as it takes (rarely past the first few slices)."""
+        first: dict[str, int] = {}
+        step = max(2 * top_k, 20)
+        for start in range(0, len(order), step):
+            part = order[start : start + step]
+            document_of = view.store.document_of([int(ids[i]) for i in part])
+            for i in part:
+                document = document_of.get(int(ids[i]))
+                if document is not None:  # a passage a newer commit replaced meanwhile
+                    first.setdefault(document, int(i))
+            if len(first) >= top_k:
+                break
+        return np.array(list(first.values()), dtype=np.int64)
+
     def _rank(
         self,
         view: IndexView,
@@ -202,11 +219,7 @@ class Searcher:
         if options.min_score is not None:
             order = order[scores[order] >= options.min_score]
         if options.group_by_document:
-            document_of = view.store.document_of([int(ids[i]) for i in order])
-            first: dict[str, int] = {}
-            for i in order:
-                first.setdefault(document_of[int(ids[i])], int(i))
-            order = np.array(list(first.values()), dtype=np.int64)
+            order = self._best_per_document(view, ids, order, top_k)
         order = order[:top_k]
         chunks = view.store.chunks([int(ids[i]) for i in order])
         return [
