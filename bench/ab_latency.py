@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 from common import REPO, SHARED, build_cached, corpus_questions, percentile
-from query_latency import scifact_questions
+from query_latency import parse_request_arguments, scifact_questions
 
 from semqa.launch import running_server
 from semqa.settings import MODES, Settings
@@ -76,13 +76,7 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the commit to compare this checkout with")
-    parser.add_argument("--requests", type=int, default=200, help="questions per mode and dataset")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--no-scifact", action="store_true")
-    args = parser.parse_args()
-    if args.requests <= args.warmup:
-        parser.error("--requests must be larger than --warmup")
+    args = parse_request_arguments(parser)
     with tempfile.TemporaryDirectory(prefix="semqa-base-") as tree:
         base_tree = Path(tree) / "checkout"
         subprocess.run(

@@ -93,8 +93,8 @@ def measure(
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_request_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The options of the latency benchmarks (how many questions, warm-up, ``top_k``, which datasets)."""
     parser.add_argument("--requests", type=int, default=200, help="questions per mode and dataset")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--top-k", type=int, default=5)
@@ -102,6 +102,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.requests <= args.warmup:
         parser.error("--requests must be larger than --warmup")
+    return args
+
+
+def main() -> None:
+    args = parse_request_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     rows = measure("corpus", REPO / "corpus", corpus_questions(), args)
     if not args.no_scifact and (SHARED / "scifact").is_dir():
         rows += measure(
