@@ -52,7 +52,7 @@ class RetrievalConfig:
 
 class Searcher:
     """Retrieval over an ``IndexReader``'s current view. Thread-safe: views are immutable, the encoder
-    serialises its own calls, and each request reads ``reader.view`` once, so a refresh in between never
+    is safe from several threads, and each request reads ``reader.view`` once, so a refresh in between never
     mixes two states of the index in one answer."""
 
     def __init__(self, encoder: Encoder, reader: IndexReader, config: RetrievalConfig | None = None) -> None:
