@@ -128,11 +128,11 @@ def _window(sentence: _LongSentence, wanted: Mapping[str, float]) -> tuple[int, 
     words = sentence.words
     size = min(WINDOW_WORDS, len(words))
     starts = len(words) - size + 1
+    found = [sentence.where.get(term) for term in wanted]  # the words holding each question term
     hits = np.zeros((len(wanted), len(words)), dtype=bool)  # hits[j, w]: word w holds question term j
-    for j, term in enumerate(wanted):
-        found = sentence.where.get(term)
-        if found is not None:
-            hits[j, found] = True
+    for j, held in enumerate(found):
+        if held is not None:
+            hits[j, held] = True
     running = np.zeros((len(wanted), len(words) + 1))
     np.cumsum(hits, axis=1, out=running[:, 1:])
     present = running[:, size : size + starts] > running[:, :starts]  # term j inside window f
@@ -148,11 +148,11 @@ def _window(sentence: _LongSentence, wanted: Mapping[str, float]) -> tuple[int, 
     best = weight == weight.max()
     a = int(np.flatnonzero(best & (off_centre == off_centre[best].min()))[0])
     b = a + size
-    counts = {}
-    for term in wanted:
-        found = sentence.where.get(term)
-        if found is not None:
-            counts[term] = int(np.count_nonzero((found >= a) & (found < b)))
+    counts = {
+        term: int(np.count_nonzero((held >= a) & (held < b)))
+        for term, held in zip(wanted, found, strict=True)
+        if held is not None
+    }
     return int(words[a, 0]), int(words[b - 1, 1]), counts, int(sentence.before[b] - sentence.before[a])
 
 
