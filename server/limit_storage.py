@@ -13,6 +13,7 @@ sweeps once a second instead, and ends with the storage. It replaces the stock s
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 
 from limits.storage import MemoryStorage
@@ -26,18 +27,18 @@ class SweptMemoryStorage(MemoryStorage):
 
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
-        self._stopped = threading.Event()
-        weakref.finalize(self, self._stopped.set)
         threading.Thread(
-            target=_sweep, args=(weakref.ref(self), self._stopped), name="semqa-limits-sweep", daemon=True
+            target=_sweep, args=(weakref.ref(self),), name="semqa-limits-sweep", daemon=True
         ).start()
 
     def _MemoryStorage__schedule_expiry(self) -> None:  # the stock one starts a timer thread per hit
         pass
 
 
-def _sweep(storage: weakref.ref[SweptMemoryStorage], stopped: threading.Event) -> None:
-    while not stopped.wait(SWEEP_SECONDS):
+def _sweep(storage: weakref.ref[SweptMemoryStorage]) -> None:
+    """Sweep every ``SWEEP_SECONDS`` while the storage lives (the thread holds only a weak reference)."""
+    while True:
+        time.sleep(SWEEP_SECONDS)
         alive = storage()
         if alive is None:
             return
