@@ -33,7 +33,7 @@ from server.retrieval import configured_encoder
 def measure(
     name: str, corpus: Path, questions: list[str], base_tree: Path, args: argparse.Namespace
 ) -> list[dict[str, object]]:
-    encoder = configured_encoder(Settings())
+    encoder = configured_encoder(Settings(), None)
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
         build_cached(corpus, index_dir, encoder)

@@ -41,7 +41,7 @@ def main() -> None:
             with SCIFACT.open() as source:
                 sample.write_text("".join(line for _, line in zip(range(args.scifact_docs), source)))
             paths.append(sample)
-        encoder = configured_encoder(Settings())
+        encoder = configured_encoder(Settings(), None)
         config = ChunkingConfig()
         texts = [c.text for d in read_corpus(paths).documents for c in chunk_document(d, encoder, config)]
         encoder.encode(texts[:64])  # warm up

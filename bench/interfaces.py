@@ -40,7 +40,7 @@ def ms_since(started: float) -> float:
 
 
 async def measure(questions: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    encoder = configured_encoder(Settings())
+    encoder = configured_encoder(Settings(), None)
     env = {"SEMQA_QUIET": "1"}
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"

@@ -22,7 +22,7 @@ from server.retrieval import configured_encoder
 
 
 def measure(name: str, corpus: Path) -> dict[str, object]:
-    encoder = configured_encoder(Settings())
+    encoder = configured_encoder(Settings(), None)
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
         report = build_cached(corpus, index_dir, encoder)

@@ -318,7 +318,7 @@ def main() -> None:
         last = args.rounds - 1
         settings = Settings(index_dir=scratch / f"semqa-{last}", cache_dir=scratch / f"cache-{last}")
         with cpu_turn(args.lock):
-            encoder = configured_encoder(settings)
+            encoder = configured_encoder(settings, settings.index_dir)
             searcher = load_searcher(settings, encoder)
             txtai = TxtaiSearch(python, scratch / f"txtai-{last}", scratch / "txtai-hybrid")
             # No rate limit: one benchmark client asks faster than a client's default budget (600 a minute).

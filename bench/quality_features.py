@@ -111,7 +111,7 @@ def _labeller(name: str, texts: Sequence[str], documents: Sequence[str]) -> tupl
 def collect(name: str, embed_title: bool) -> SetData:
     """Index the set as ``semqa eval`` does, ask every question through the searcher's steps, keep the pools."""
     settings = Settings(quiet=True)
-    encoder = configured_encoder(settings)
+    encoder = configured_encoder(settings, None)
     corpus = REPO / "corpus" if name == "dev" else evaluation.read_beir(SHARED / name, SPLITS[name]).corpus
     with tempfile.TemporaryDirectory(prefix="semqa-quality-") as scratch:
         build_index(

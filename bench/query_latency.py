@@ -37,7 +37,7 @@ def scifact_questions(limit: int) -> list[str]:
 def measure(
     name: str, corpus: Path, questions: list[str], args: argparse.Namespace
 ) -> list[dict[str, object]]:
-    encoder = configured_encoder(Settings())
+    encoder = configured_encoder(Settings(), None)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"

@@ -20,6 +20,11 @@ from typing import Literal, get_args
 Backend = Literal["torch", "onnx", "onnx-int8"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 INT8 = "onnx-int8"
+# The setting's default: the backend an existing index was built with, and for a new index the fastest
+# backend within 0.005 nDCG@10 of torch on both BEIR sets (BENCHMARKS.md "Encoder backends").
+AUTO = "auto"
+BackendSetting = Literal["auto", "torch", "onnx", "onnx-int8"]
+NEW_INDEX_BACKEND = INT8
 
 # Vectors within one family are interchangeable. Measured on 522 SciFact passages and their sentence spans
 # (bench/encoder_backends.py, BENCHMARKS.md): torch and onnx differ by at most 2.5e-7 per component (cosine
@@ -34,6 +39,16 @@ def check_backend(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown encoder backend {name!r}; valid backends: {', '.join(BACKENDS)}")
     return name
+
+
+def resolve_backend(setting: str, index_backend: str | None) -> str:
+    """The backend to run for the ``backend`` setting: itself, or for ``auto`` the backend setting that
+    built the index this process serves or writes (``index_backend``, the identity its store records), so
+    that an index keeps its vectors' family without anybody naming it; a new index gets
+    ``NEW_INDEX_BACKEND``."""
+    if setting != AUTO:
+        return check_backend(setting)
+    return backend_setting(index_backend) if index_backend else NEW_INDEX_BACKEND
 
 
 def quantization_target(cpu_flags: Collection[str], machine: str) -> str:

@@ -73,8 +73,8 @@ def load_encoder(
     device: str = "cpu",
 ) -> Encoder:
     """Load the configured model (empty ``model`` = packaged all-MiniLM-L6-v2) after verifying its weights,
-    to run on ``backend`` (see ``embeddings.backends``) with ``threads`` threads (0 = the library's default)
-    on the torch ``device`` (``cuda`` on the Ray build's GPU actors).
+    to run on ``backend`` (see ``embeddings.backends``) with ``threads`` threads (0 = the library's default
+    for torch, one per core for ONNX) on the torch ``device`` (``cuda`` on the Ray build's GPU actors).
 
     The ONNX backends run an export of the verified weights kept under ``cache_dir`` (made there on first
     use); a model that cannot be exported runs on torch instead, said in one warning. ``onnx-int8`` is
@@ -128,13 +128,10 @@ def _load_onnx(
     identity = backend_id(backend, quantization)
     export = ensure_export(model_dir, sha256, identity, quantization, cache_dir)
     session = onnxruntime.SessionOptions()
-    if threads > 0:  # as torch: cores / workers under serve, so that workers do not fight for cores
-        session.intra_op_num_threads = threads
+    # One thread per call: the encoder runs ``threads`` texts at once instead (Encoder._passes says why),
+    # and concurrent questions each take a core rather than sharing one thread pool.
+    session.intra_op_num_threads = 1
     session.inter_op_num_threads = 1
-    # Idle threads sleep instead of spinning: on a machine whose cores are shared (gunicorn workers, a build
-    # beside the server) spinning threads take cores from the work (measured: single-question p50 11.8 ms
-    # without spinning, 20.1 ms with, int8 on a busy 2-core machine).
-    session.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         st_model = _load_st(
             export.path,
@@ -149,4 +146,4 @@ def _load_onnx(
         raise ExportError(f"the verified export {export.path} does not load: {exc}") from exc
     if quantization:
         log.info("encoder backend %s: int8 model quantised for %s", identity, quantization)
-    return Encoder(st_model, name=name, weights_sha256=sha256, backend=identity)
+    return Encoder(st_model, name=name, weights_sha256=sha256, backend=identity, threads=threads)

@@ -5,7 +5,7 @@ from indexer.build import API_SOURCE, BuildReport, build_index
 from indexer.chunking import ChunkingConfig
 from indexer.documents import Chunk, Document
 from indexer.layout import IndexLoadError, has_index
-from indexer.reader import IndexReader, IndexView, check_index
+from indexer.reader import IndexReader, IndexView, check_index, indexed_backend
 from indexer.readers import CorpusError, read_corpus
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "build_index",
     "check_index",
     "has_index",
+    "indexed_backend",
     "read_corpus",
 ]

@@ -63,6 +63,12 @@ def _check_model(store: Store, model_sha256: str, dimension: int) -> None:
         )
 
 
+def indexed_backend(index_dir: Path) -> str | None:
+    """The encoder backend that made the vectors of the index in ``index_dir`` (its store's record), or
+    None where there is no index yet."""
+    return Store(index_dir / STORE).config.backend if (index_dir / STORE).is_file() else None
+
+
 def check_index(index_dir: Path, *, verify: bool = True) -> GenerationManifest:
     """Check, cheaply (no model, no FAISS load), that ``index_dir`` can be served: a store of this
     format and a current generation whose files are intact (with ``verify``, by sha256). Returns the

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semqa.evaluation import DEEP_TOP_K, SERVED_TOP_K
-from semqa.settings import BACKENDS, ENGINES, FUSIONS, MODES, RANKINGS, Settings
+from semqa.settings import BACKEND_SETTINGS, ENGINES, FUSIONS, MODES, RANKINGS, Settings
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
     from embeddings import Encoder
@@ -37,7 +37,11 @@ def _add_index_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-overlap", type=int, help="chunk overlap in tokens (SEMQA_CHUNK_OVERLAP)")
     parser.add_argument("--faiss-factory", help="FAISS index_factory string (SEMQA_FAISS_FACTORY)")
     parser.add_argument("--batch-size", type=int, help="encoding batch size (SEMQA_BATCH_SIZE)")
-    parser.add_argument("--backend", choices=BACKENDS, help="encoder backend (SEMQA_BACKEND, default onnx)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_SETTINGS,
+        help="encoder backend (SEMQA_BACKEND, default auto: the index's own, onnx-int8 for a new one)",
+    )
     parser.add_argument("--quiet", action="store_true", default=None, help="no progress bars (SEMQA_QUIET)")
     parser.add_argument("--fusion", choices=FUSIONS, help="hybrid fusion (SEMQA_FUSION)")
     parser.add_argument("--fusion-alpha", type=float, help="dense weight in the fusion (SEMQA_FUSION_ALPHA)")
@@ -134,7 +138,7 @@ def _build(
     from indexer import ChunkingConfig, build_index
     from server.retrieval import configured_encoder
 
-    encoder = encoder or configured_encoder(settings)
+    encoder = encoder or configured_encoder(settings, index_dir)
     report = build_index(
         paths,
         index_dir=index_dir,
@@ -166,22 +170,25 @@ def _build_with_ray(settings: Settings, paths: Sequence[Path]) -> None:
     from functools import partial
 
     from embeddings import load_encoder
+    from embeddings.backends import backend_setting
     from indexer import ChunkingConfig
     from indexer.ray_build import RayOptions, build_index_with_ray
     from server.retrieval import configured_encoder
 
-    # Each CPU actor holds one CPU, so one torch thread; GPU actors run the model on their GPU.
+    # Each CPU actor holds one CPU, so one thread; GPU actors run the model on their GPU. Actors run the
+    # backend this process runs (``auto`` resolved here, against the index being built).
     device = "cuda" if settings.ray_num_gpus > 0 else "cpu"
+    encoder = configured_encoder(settings, settings.index_dir)
     result = build_index_with_ray(
         paths,
         index_dir=settings.index_dir,
-        encoder=configured_encoder(settings),
+        encoder=encoder,
         load_encoder=partial(
             load_encoder,
             settings.model,
             settings.model_sha256,
             threads=1,
-            backend=settings.backend,
+            backend=backend_setting(encoder.backend),
             cache_dir=settings.cache_dir,
             device=device,
         ),
@@ -295,7 +302,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         print("semqa eval: give --questions FILE.tsv and/or --beir DIR", file=sys.stderr)
         return 2
     modes = args.mode or ["dense", "lexical", "hybrid"]
-    encoder = configured_encoder(settings)
+    encoder = configured_encoder(settings, None)  # scratch indexes: what a new index is built with
     results: dict[str, dict[str, float]] = {}
     if args.questions:
         questions = evaluation.read_questions(args.questions)

@@ -12,10 +12,11 @@ from typing import Literal, get_args
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from embeddings.backends import BACKENDS, Backend
+from embeddings.backends import AUTO, BACKENDS, NEW_INDEX_BACKEND, BackendSetting
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[str, ...] = get_args(Mode)
+BACKEND_SETTINGS: tuple[str, ...] = get_args(BackendSetting)
 Fusion = Literal["zscore", "minmax", "rrf"]
 FUSIONS: tuple[str, ...] = get_args(Fusion)
 Engine = Literal["local", "ray"]
@@ -43,16 +44,17 @@ class Settings(BaseSettings):
         "",
         description="Expected sha256 of the model's model.safetensors; empty = the packaged model's known hash.",
     )
-    backend: Backend = Field(
-        "onnx",
-        description=f"Encoder backend, one of {', '.join(BACKENDS)} (ONNX files exported into cache_dir).",
+    backend: BackendSetting = Field(
+        AUTO,
+        description=f"Encoder backend, one of {', '.join(BACKENDS)} (ONNX files exported into cache_dir); "
+        f"{AUTO} = the one the index was built with, {NEW_INDEX_BACKEND} for a new index.",
     )
     batch_size: int = Field(32, ge=1, le=1024, description="Encoding batch size.")
     torch_threads: int = Field(
         0,
         ge=0,
-        description="Encoder threads per process (torch, or onnxruntime's intra-op threads); 0 = the "
-        "library's default, or cores / workers under serve.",
+        description="Encoder threads per process (torch's, or texts the ONNX backends embed at once); 0 = "
+        "the library's default (ONNX: one per core), or cores / workers under serve.",
     )
 
     # Chunking.

@@ -64,7 +64,7 @@ class DocumentWrites:
         with self._load:
             if self._encoder is None:
                 s = self.settings
-                self._encoder = configured_encoder(s)
+                self._encoder = configured_encoder(s, s.index_dir)
                 self._cache = EmbeddingCache(s.cache_dir, self._encoder)
             assert self._cache is not None
             return self._encoder, self._cache

@@ -31,6 +31,23 @@ def encoder() -> Encoder:
 
 
 @pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the session's ONNX exports (each is made once, a few seconds)."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="session")
+def onnx_encoder(onnx_cache: Path) -> Encoder:
+    return load_encoder(backend="onnx", cache_dir=onnx_cache)
+
+
+@pytest.fixture(scope="session")
+def int8_encoder(onnx_cache: Path) -> Encoder:
+    """The default backend of a new index."""
+    return load_encoder(backend="onnx-int8", cache_dir=onnx_cache)
+
+
+@pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from embeddings import EmbeddingCache, load_encoder
+from embeddings.backends import backend_setting
 from indexer import ChunkingConfig, CorpusError, IndexReader, build_index
 from indexer.generation import GENERATIONS
 from indexer.layout import CURRENT, STORE
@@ -70,9 +71,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def local_build(docs, tmp_path_factory, encoder, cache_dir):
-    index_dir = tmp_path_factory.mktemp("local-index")
+def single_process_build(docs: Path, index_dir: Path, encoder, cache_dir: Path):
     report = build_index(
         [docs],
         index_dir=index_dir,
@@ -81,6 +80,11 @@ def local_build(docs, tmp_path_factory, encoder, cache_dir):
         cache=EmbeddingCache(cache_dir, encoder),
     )
     return index_dir, report
+
+
+@pytest.fixture(scope="module")
+def local_build(docs, tmp_path_factory, encoder, cache_dir):
+    return single_process_build(docs, tmp_path_factory.mktemp("local-index"), encoder, cache_dir)
 
 
 def contents(index_dir: Path) -> dict:
@@ -116,12 +120,17 @@ def assert_same_index(actual: Path, expected: Path) -> None:
     np.testing.assert_allclose(a["span_vectors"], b["span_vectors"], atol=2e-3, rtol=0)
 
 
-def ray_build(docs: Path, index_dir: Path, cache_dir: Path, encoder, *, use_cache: bool):
+def ray_build(
+    docs: Path, index_dir: Path, cache_dir: Path, encoder, *, use_cache: bool, exports: Path | None = None
+):
+    """``exports``: where the actors find the ONNX exports (the cache folder unless given)."""
     return build_index_with_ray(
         [docs],
         index_dir=index_dir,
         encoder=encoder,
-        load_encoder=partial(load_encoder, "", "", 1),
+        load_encoder=partial(
+            load_encoder, "", "", 1, backend=backend_setting(encoder.backend), cache_dir=exports or cache_dir
+        ),
         chunking=ChunkingConfig(),
         options=RayOptions(shard_chars=SHARD_CHARS),
         cache_dir=cache_dir,
@@ -131,14 +140,27 @@ def ray_build(docs: Path, index_dir: Path, cache_dir: Path, encoder, *, use_cach
 
 def answers(index_dir: Path, encoder) -> list[tuple[int, str]]:
     questions = read_questions(QUESTIONS)
-    reader = IndexReader(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+    reader = IndexReader(
+        index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension, backend=encoder.backend
+    )
     results = Searcher(encoder, reader).search_batch([q.question for q in questions], 1, SearchOptions())
     return [(p[0].chunk.chunk_id, p[0].highlight.text) for p in results]
 
 
-def test_ray_build_equals_the_single_process_build(docs, local_build, ray_address, encoder, tmp_path):
-    local_dir, local_report = local_build
-    result = ray_build(docs, tmp_path / "index", tmp_path / "cache", encoder, use_cache=False)
+@pytest.mark.parametrize("backend", ["torch", "onnx-int8"])
+def test_ray_build_equals_the_single_process_build(
+    docs, local_build, ray_address, encoder, int8_encoder, onnx_cache, backend, tmp_path
+):
+    """With torch, and with int8, the default of a new index: each text is embedded alone, so an actor's
+    vector for a passage is the single process's whatever else the two embedded beside it."""
+    if backend == "torch":
+        local_dir, local_report = local_build
+    else:
+        encoder = int8_encoder
+        local_dir, local_report = single_process_build(docs, tmp_path / "local", encoder, tmp_path / "c1")
+    result = ray_build(
+        docs, tmp_path / "index", tmp_path / "cache", encoder, use_cache=False, exports=onnx_cache
+    )
     report = result.build
     assert result.shards >= 3 and result.shards_reused == 0
     assert report.embedded == report.chunks == local_report.chunks  # embedded by the actors, no cache

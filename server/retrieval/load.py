@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from embeddings import Encoder, load_encoder
-from indexer import IndexReader
+from embeddings.backends import resolve_backend
+from indexer import IndexReader, indexed_backend
 from indexer.dense import SearchEffort
 from semqa.settings import Settings
 from server.retrieval.ranking import Ranker
 from server.retrieval.search import RetrievalConfig, Searcher
 
 
-def configured_encoder(settings: Settings) -> Encoder:
-    """The configured model on the configured backend, its weights verified."""
+def configured_backend(settings: Settings, index_dir: Path | None) -> str:
+    """The backend setting to run for the index in ``index_dir`` (None: a new, scratch index), where the
+    setting is ``auto``: see ``embeddings.backends.resolve_backend``."""
+    return resolve_backend(settings.backend, indexed_backend(index_dir) if index_dir else None)
+
+
+def configured_encoder(settings: Settings, index_dir: Path | None) -> Encoder:
+    """The configured model on the backend for the index in ``index_dir`` (None: a new, scratch index),
+    its weights verified."""
     return load_encoder(
         settings.model,
         settings.model_sha256,
         settings.torch_threads,
-        backend=settings.backend,
+        backend=configured_backend(settings, index_dir),
         cache_dir=settings.cache_dir,
     )
 
@@ -39,7 +49,7 @@ def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searche
     # One FAISS thread: a single query is 5-8x slower with OpenMP threads fighting torch's for two cores
     # (bench measured 23 ms vs 3.5 ms for one search over 18k vectors); concurrency comes from requests.
     faiss.omp_set_num_threads(1)
-    encoder = encoder or configured_encoder(settings)
+    encoder = encoder or configured_encoder(settings, settings.index_dir)
     config = RetrievalConfig(
         fusion=settings.fusion,
         alpha=settings.fusion_alpha,
