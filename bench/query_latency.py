@@ -37,12 +37,20 @@ def scifact_questions(limit: int) -> list[str]:
 def measure(
     name: str, corpus: Path, questions: list[str], args: argparse.Namespace
 ) -> list[dict[str, object]]:
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # as the server does (server/retrieval/load.py): one thread per search
     encoder = configured_encoder(Settings(), None)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         index_dir = Path(scratch) / "index"
         build_cached(corpus, index_dir, encoder)
-        reader = IndexReader(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+        reader = IndexReader(
+            index_dir,
+            model_sha256=encoder.weights_sha256,
+            dimension=encoder.dimension,
+            backend=encoder.backend,
+        )
         searcher = Searcher(encoder, reader)
         fusion_only = Searcher(encoder, reader, RetrievalConfig(ranker=None))
         batch = [questions[i % len(questions)] for i in range(args.requests)]

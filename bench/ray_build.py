@@ -13,7 +13,7 @@ fixed costs (start-up, a few tens of seconds) are left out:
 
 The GPU row is a projection from a published ratio, not a measurement (there is no GPU here): see GPU_RATIO.
 
-    python bench/ray_build.py [--docs 600] [--rounds 1]
+    python bench/ray_build.py [--docs 600] [--rounds 1] [--backend onnx-int8]
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from pathlib import Path
 from common import SHARED
 
 from embeddings import load_encoder
+from embeddings.backends import BACKENDS, NEW_INDEX_BACKEND
 from indexer import ChunkingConfig, build_index
 from indexer.ray_build import RayOptions, build_index_with_ray, ray_session
+from semqa.settings import Settings
 
 SCIFACT = SHARED / "scifact" / "corpus.jsonl"
 # sentence-transformers' published speeds for all-MiniLM-L6-v2: 14,200 sentences/s on a V100 GPU against
@@ -47,9 +49,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=600, help="SciFact abstracts to index")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=NEW_INDEX_BACKEND,
+        help="encoder backend (default: a new index's)",
+    )
     args = parser.parse_args()
 
-    encoder = load_encoder()
+    # The ONNX exports come from (and are made once into) the configured cache folder.
+    load = partial(load_encoder, "", "", backend=args.backend, cache_dir=Settings().cache_dir)
+    encoder = load()
     chunking = ChunkingConfig()
     local: list[float] = []  # chunks/s
     distributed: list[float] = []
@@ -76,7 +86,7 @@ def main() -> None:
                     [sample],
                     index_dir=scratch / f"ray{round_}",
                     encoder=encoder,
-                    load_encoder=partial(load_encoder, "", "", 1),
+                    load_encoder=partial(load, 1),
                     chunking=chunking,
                     options=RayOptions(),
                     cache_dir=scratch / f"ray-cache{round_}",  # fresh: no finished shards
@@ -100,7 +110,7 @@ def main() -> None:
     print("|---|---:|---:|")
     print(f"| single process (`semqa index`) | {local_m:.1f} | 1.00 |")
     print(f"| Ray, local instance, {cores} CPU actors | {ray_m:.1f} | {ray_m / local_m:.2f} |")
-    print(f"\nPer-actor rate {rate:.1f} passages/s (1 CPU, 1 torch thread), driver serial part "
+    print(f"\nBackend {encoder.backend}. Per-actor rate {rate:.1f} passages/s (1 CPU, 1 thread), driver serial part "
           f"{overhead * 1000:.2f} ms/passage.\n")  # fmt: skip
     print("| workers | " + " | ".join(f"hours for {n // 1_000_000}M passages" for n in SIZES) + " |")
     print("|---|" + "---:|" * len(SIZES))

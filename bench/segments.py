@@ -126,7 +126,9 @@ def in_process(index_dir: Path, encoder, asked: list[str], vectors: np.ndarray) 
     import faiss
 
     faiss.omp_set_num_threads(1)
-    reader = IndexReader(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension)
+    reader = IndexReader(
+        index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension, backend=encoder.backend
+    )
     searcher = Searcher(encoder, reader)
     view = reader.view
     out: dict[str, object] = {"kind": view.manifest.kind, "factory": view.manifest.factory}

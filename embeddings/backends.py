@@ -41,14 +41,13 @@ def check_backend(name: str) -> str:
     return name
 
 
-def resolve_backend(setting: str, index_backend: str | None) -> str:
+def resolve_backend(setting: str, index_backend: str | None, new_index: str = NEW_INDEX_BACKEND) -> str:
     """The backend to run for the ``backend`` setting: itself, or for ``auto`` the backend setting that
     built the index this process serves or writes (``index_backend``, the identity its store records), so
-    that an index keeps its vectors' family without anybody naming it; a new index gets
-    ``NEW_INDEX_BACKEND``."""
+    that an index keeps its vectors' family without anybody naming it; a new index gets ``new_index``."""
     if setting != AUTO:
         return check_backend(setting)
-    return backend_setting(index_backend) if index_backend else NEW_INDEX_BACKEND
+    return backend_setting(index_backend) if index_backend else new_index
 
 
 def quantization_target(cpu_flags: Collection[str], machine: str) -> str:

@@ -170,15 +170,23 @@ def _build_with_ray(settings: Settings, paths: Sequence[Path]) -> None:
     from functools import partial
 
     from embeddings import load_encoder
-    from embeddings.backends import backend_setting
+    from embeddings.backends import backend_setting, compatible
     from indexer import ChunkingConfig
-    from indexer.ray_build import RayOptions, build_index_with_ray
+    from indexer.ray_build import RayBuildError, RayOptions, build_index_with_ray
     from server.retrieval import configured_encoder
+    from server.retrieval.load import configured_backend
 
-    # Each CPU actor holds one CPU, so one thread; GPU actors run the model on their GPU. Actors run the
-    # backend this process runs (``auto`` resolved here, against the index being built).
-    device = "cuda" if settings.ray_num_gpus > 0 else "cpu"
-    encoder = configured_encoder(settings, settings.index_dir)
+    # Each CPU actor holds one CPU, so one thread, and runs the backend this process runs (``auto`` resolved
+    # here, against the index being built). GPU actors run torch on their GPU (onnxruntime runs on the CPU
+    # here): a new index is then a float32 one, and an int8 index cannot take their vectors.
+    gpus = settings.ray_num_gpus > 0
+    backend = configured_backend(settings, settings.index_dir, new_index="torch" if gpus else None)
+    if gpus and not compatible(backend, "torch"):
+        raise RayBuildError(
+            f"GPU actors run torch, whose vectors an {backend} index cannot take: build with --backend torch "
+            "into a fresh index directory, or without --ray-num-gpus"
+        )
+    encoder = configured_encoder(settings, settings.index_dir, backend=backend)
     result = build_index_with_ray(
         paths,
         index_dir=settings.index_dir,
@@ -188,9 +196,9 @@ def _build_with_ray(settings: Settings, paths: Sequence[Path]) -> None:
             settings.model,
             settings.model_sha256,
             threads=1,
-            backend=backend_setting(encoder.backend),
+            backend="torch" if gpus else backend_setting(encoder.backend),
             cache_dir=settings.cache_dir,
-            device=device,
+            device="cuda" if gpus else "cpu",
         ),
         chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap),
         options=RayOptions(

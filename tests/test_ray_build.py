@@ -266,3 +266,19 @@ def test_an_actor_with_other_weights_refuses_naming_its_node(encoder):
     )
     error = _cluster_error(wrapped)
     assert isinstance(error, ModelError) and str(error) == "the model on node n1 differs"
+
+
+def test_gpu_actors_build_float32_and_refuse_an_int8_index(tmp_path, capsys):
+    """GPU actors run torch on CUDA (onnxruntime runs on the CPU here): ``auto`` builds a new index with
+    torch then, and an int8 index or backend is refused before Ray starts (nothing here needs a GPU)."""
+    from semqa.cli import main
+    from semqa.settings import Settings
+    from server.retrieval.load import configured_backend
+
+    assert configured_backend(Settings(), tmp_path / "new", new_index="torch") == "torch"
+    assert configured_backend(Settings(), tmp_path / "new") == "onnx-int8"
+    command = ["index", str(CORPUS), "--engine", "ray", "--ray-num-gpus", "1", "--backend", "onnx-int8"]
+    assert main([*command, "--index-dir", str(tmp_path / "index"), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert "GPU actors run torch" in error and "--backend torch" in error
+    assert not (tmp_path / "index" / CURRENT).exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from embeddings import Encoder, load_encoder
-from embeddings.backends import resolve_backend
+from embeddings.backends import NEW_INDEX_BACKEND, resolve_backend
 from indexer import IndexReader, indexed_backend
 from indexer.dense import SearchEffort
 from semqa.settings import Settings
@@ -13,20 +13,22 @@ from server.retrieval.ranking import Ranker
 from server.retrieval.search import RetrievalConfig, Searcher
 
 
-def configured_backend(settings: Settings, index_dir: Path | None) -> str:
+def configured_backend(settings: Settings, index_dir: Path | None, new_index: str | None = None) -> str:
     """The backend setting to run for the index in ``index_dir`` (None: a new, scratch index), where the
-    setting is ``auto``: see ``embeddings.backends.resolve_backend``."""
-    return resolve_backend(settings.backend, indexed_backend(index_dir) if index_dir else None)
+    setting is ``auto``: see ``embeddings.backends.resolve_backend`` (``new_index``: what a new index is
+    built with, if not its default)."""
+    stored = indexed_backend(index_dir) if index_dir else None
+    return resolve_backend(settings.backend, stored, new_index or NEW_INDEX_BACKEND)
 
 
-def configured_encoder(settings: Settings, index_dir: Path | None) -> Encoder:
-    """The configured model on the backend for the index in ``index_dir`` (None: a new, scratch index),
-    its weights verified."""
+def configured_encoder(settings: Settings, index_dir: Path | None, backend: str | None = None) -> Encoder:
+    """The configured model on ``backend``, or on the backend for the index in ``index_dir`` (None: a new,
+    scratch index), its weights verified."""
     return load_encoder(
         settings.model,
         settings.model_sha256,
         settings.torch_threads,
-        backend=configured_backend(settings, index_dir),
+        backend=backend or configured_backend(settings, index_dir),
         cache_dir=settings.cache_dir,
     )
 
