@@ -46,7 +46,7 @@ def main() -> None:
         pq.write_table(table, path)
         del table, values
         started, cpu = time.perf_counter(), time.process_time()
-        passages = read_passages([path], model_sha256="", dimension=DIMENSION)
+        passages = read_passages([path], model_sha256="", dimension=DIMENSION, backend="torch")
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
         size = path.stat().st_size
     assert len(passages.chunks) == n and passages.vectors.shape == (n, DIMENSION)

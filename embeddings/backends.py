@@ -89,6 +89,11 @@ def backend_setting(identity: str) -> str:
     return INT8 if identity.startswith(INT8) else identity
 
 
+def compatible_setting(identity: str) -> str:
+    """The fastest backend setting whose vectors mix with those ``identity`` made: onnx for torch's."""
+    return "onnx" if vector_family(identity) == vector_family("torch") else backend_setting(identity)
+
+
 def vector_family(identity: str) -> str:
     return "float32" if identity in FLOAT32_FAMILY else identity
 

@@ -108,6 +108,7 @@ def build_index(
         corpus.embedded,
         model_sha256=encoder.weights_sha256,
         dimension=encoder.dimension,
+        backend=encoder.backend,
         taken={d.id: d.source for d in corpus.documents},
     )
     if not corpus.documents and not imported.documents:

@@ -30,8 +30,11 @@ its shards equals a normal build exactly:
 
 File-level key/value metadata may record provenance: ``semqa.model_name``, ``semqa.model_sha256``,
 ``semqa.dimension``, ``semqa.backend``, ``semqa.chunking`` (JSON). A file whose provenance names other weights
-or another dimension than the configured model is refused. Without provenance the vectors are taken as made
-by the configured model: nothing can check that, so only index files embedded with it.
+or another dimension than the configured model is refused, and so is one whose vectors another encoder
+backend family made (``embeddings.backends.compatible``: an int8 file in a float32 index, or the reverse).
+Without provenance the vectors are taken as made by the configured model with sentence-transformers (backend
+``torch``, as ``SentenceTransformer.encode`` makes them): nothing can check that, so only index files
+embedded with it.
 
 Everything else that is wrong (a missing required column, a wrong type, null or empty ids or texts, a vector
 of another dimension or with a NaN or infinity, metadata that is not a JSON object, offsets or spans that do
@@ -54,9 +57,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from embeddings.backends import compatible, compatible_setting
 from indexer.chunking import chunk_id
 from indexer.documents import Chunk, Document
-from indexer.readers import CorpusError
+from indexer.readers import CorpusError, corpus_files
 
 REQUIRED = ("document_id", "text", "vector")
 OPTIONAL = ("title", "start", "end", "metadata")
@@ -72,6 +76,7 @@ SPAN_COLUMNS = ("span_starts", "span_ends", "span_vectors")
 JOIN = "\n\n"  # between passages, when the document text is rebuilt from passages without offsets
 BATCH_ROWS = 65_536  # rows per record batch read, and per row group written
 PROVENANCE_PREFIX = "semqa."
+UNRECORDED_BACKEND = "torch"  # the vectors of a file that names no backend: sentence-transformers' own
 
 Spans = list[tuple[int, int]]
 
@@ -107,12 +112,43 @@ class EmbeddedPassages:
     span_vectors: list[np.ndarray] = field(default_factory=list)
 
 
+def file_backend(path: Path) -> str:
+    """The encoder backend that made the vectors of the Parquet file ``path``, as its provenance says."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise CorpusError(f"{path}: not a readable Parquet file ({exc})") from exc
+    return metadata.get(b"semqa.backend", UNRECORDED_BACKEND.encode()).decode(errors="replace")
+
+
+def embedded_backend(paths: Sequence[Path]) -> str | None:
+    """The backend setting a new index of ``paths`` needs for the Parquet files under them (the fastest one
+    whose vectors mix with theirs), None when there is none; files of two vector families are refused."""
+    parquet = [f.path for f in corpus_files(paths) if f.is_parquet]
+    if not parquet:
+        return None
+    first, made_by = parquet[0], file_backend(parquet[0])
+    for path in parquet[1:]:
+        if not compatible(other := file_backend(path), made_by):
+            raise CorpusError(
+                f"{first} holds vectors of encoder backend {made_by} and {path} of {other}, which differ: "
+                "one index takes one of them; index them apart"
+            )
+    return compatible_setting(made_by)
+
+
 def read_passages(
-    paths: Sequence[Path], *, model_sha256: str, dimension: int, taken: Mapping[str, str] | None = None
+    paths: Sequence[Path],
+    *,
+    model_sha256: str,
+    dimension: int,
+    backend: str,
+    taken: Mapping[str, str] | None = None,
 ) -> EmbeddedPassages:
     """The passages of every Parquet file in ``paths``, checked against the configured model's weights
-    (``model_sha256``) and ``dimension``. ``taken`` maps document ids already in the build to their source:
-    a document id seen twice (there, or in two files) is refused naming both sources."""
+    (``model_sha256``), ``dimension`` and the build's encoder ``backend``. ``taken`` maps document ids
+    already in the build to their source: a document id seen twice (there, or in two files) is refused
+    naming both sources."""
     seen = dict(taken or {})
     documents: list[Document] = []
     chunks: list[Chunk] = []
@@ -121,7 +157,7 @@ def read_passages(
     span_vectors: list[np.ndarray] = []
     for path in paths:
         with _no_gc():  # millions of small objects: the cyclic collector would rescan them all, often
-            part = _FileReader(path, model_sha256, dimension).read()
+            part = _FileReader(path, model_sha256, dimension, backend).read()
         for doc in part.documents:
             if doc.id in seen:
                 raise CorpusError(f"duplicate document id {doc.id!r}: in {seen[doc.id]} and in {doc.source}")
@@ -152,10 +188,11 @@ class _FileReader:
     """One Parquet file, read batch by batch into per-passage columns, then assembled document by document.
     Passage ``i`` is file row ``i``."""
 
-    def __init__(self, path: Path, model_sha256: str, dimension: int) -> None:
+    def __init__(self, path: Path, model_sha256: str, dimension: int, backend: str) -> None:
         self.path = path
         self.model_sha256 = model_sha256
         self.dimension = dimension
+        self.backend = backend
         self.documents: dict[str, _Document] = {}
         self.texts: list[str] = []
         self.starts: list[int] = []
@@ -196,6 +233,17 @@ class _FileReader:
             if k.startswith(PROVENANCE_PREFIX.encode())
         }
         name = meta.get("semqa.model_name", "?")
+        made_by = meta.get("semqa.backend", UNRECORDED_BACKEND)
+        if not compatible(made_by, self.backend):
+            said = (
+                "its provenance" if "semqa.backend" in meta else "none recorded: sentence-transformers' own"
+            )
+            raise self.fail(
+                None,
+                f"its vectors were made by encoder backend {made_by} ({said}) but this build encodes with "
+                f"{self.backend}, and their vectors differ: index it into a fresh index directory with "
+                f"--backend {compatible_setting(made_by)}, or with the default (auto), which follows the files",
+            )
         sha = meta.get("semqa.model_sha256", "")
         if sha and self.model_sha256 and sha.lower() != self.model_sha256.lower():
             raise self.fail(

@@ -136,9 +136,13 @@ def _build(
 ) -> None:
     from embeddings import EmbeddingCache
     from indexer import ChunkingConfig, build_index
+    from indexer.parquet import embedded_backend
     from server.retrieval import configured_encoder
+    from server.retrieval.load import configured_backend
 
-    encoder = encoder or configured_encoder(settings, index_dir)
+    if encoder is None:  # auto builds a new index of embedded passages with a backend their vectors mix with
+        backend = configured_backend(settings, index_dir, new_index=embedded_backend(paths))
+        encoder = configured_encoder(settings, index_dir, backend=backend)
     report = build_index(
         paths,
         index_dir=index_dir,
@@ -172,6 +176,7 @@ def _build_with_ray(settings: Settings, paths: Sequence[Path]) -> None:
     from embeddings import load_encoder
     from embeddings.backends import backend_setting, compatible
     from indexer import ChunkingConfig
+    from indexer.parquet import embedded_backend
     from indexer.ray_build import RayBuildError, RayOptions, build_index_with_ray
     from server.retrieval import configured_encoder
     from server.retrieval.load import configured_backend
@@ -180,7 +185,8 @@ def _build_with_ray(settings: Settings, paths: Sequence[Path]) -> None:
     # here, against the index being built). GPU actors run torch on their GPU (onnxruntime runs on the CPU
     # here): a new index is then a float32 one, and an int8 index cannot take their vectors.
     gpus = settings.ray_num_gpus > 0
-    backend = configured_backend(settings, settings.index_dir, new_index="torch" if gpus else None)
+    new_index = "torch" if gpus else embedded_backend(paths)
+    backend = configured_backend(settings, settings.index_dir, new_index=new_index)
     if gpus and not compatible(backend, "torch"):
         raise RayBuildError(
             f"GPU actors run torch, whose vectors an {backend} index cannot take: build with --backend torch "

@@ -98,7 +98,7 @@ def test_cors_is_off_by_default_and_allows_only_configured_origins(corpus_settin
 
 
 def test_indexer_killed_mid_build_leaves_a_servable_index(tmp_path, cache_dir, encoder):
-    from indexer import IndexReader
+    from indexer import IndexReader, indexed_backend
 
     corpus = tmp_path / "docs"
     corpus.mkdir()
@@ -122,7 +122,12 @@ def test_indexer_killed_mid_build_leaves_a_servable_index(tmp_path, cache_dir, e
         process.wait()
 
     def documents() -> int:
-        view = IndexReader(index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension).view
+        view = IndexReader(
+            index_dir,
+            model_sha256=encoder.weights_sha256,
+            dimension=encoder.dimension,
+            backend=indexed_backend(index_dir),  # the CLI built it with a new index's backend
+        ).view
         return view.store.document_count
 
     # 1. Mid-embedding: nothing was committed, the previous generation is served as it was.

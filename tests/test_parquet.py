@@ -30,7 +30,7 @@ def vectors(n: int, seed: int = 0) -> np.ndarray:
 
 
 def read(path: Path, sha: str = "", dimension: int = DIM):
-    return read_passages([path], model_sha256=sha, dimension=dimension)
+    return read_passages([path], model_sha256=sha, dimension=dimension, backend="torch")
 
 
 def test_round_trip_gives_back_documents_chunks_offsets_and_vectors(tmp_path, encoder):
@@ -225,3 +225,28 @@ def test_an_index_built_from_parquet_answers_over_http(tmp_path, encoder, cache_
         document = requests.get(server.url + "/documents/probes/zephyr", timeout=10).json()
         assert document["metadata"] == {"mission": "zephyr"} and document["text"] == passage
     assert "1 from Parquet" in server.output or "2 from Parquet" in server.output
+
+
+def test_vectors_of_another_backend_family_are_refused_and_auto_follows_the_files(tmp_path):
+    """One index never mixes int8 and float32 vectors: a file is checked against the build's backend (a file
+    that records none holds sentence-transformers' vectors, torch's), and a new index built with the default
+    backend takes the family its Parquet files hold."""
+    from indexer.parquet import embedded_backend
+
+    plain, int8 = tmp_path / "plain" / "p.parquet", tmp_path / "int8" / "q.parquet"
+    for path in (plain, int8):
+        path.parent.mkdir()
+    pq.write_table(minimal([("a", "One passage.")]), plain)
+    table = minimal([("b", "Another passage.")])
+    pq.write_table(table.replace_schema_metadata({"semqa.backend": "onnx-int8-avx2"}), int8)
+    assert read_passages([plain], model_sha256="", dimension=DIM, backend="onnx").documents[0].id == "a"
+    with pytest.raises(CorpusError) as refused:
+        read_passages([plain], model_sha256="", dimension=DIM, backend="onnx-int8-avx512_vnni")
+    assert "backend torch (none recorded" in str(refused.value) and "--backend onnx" in str(refused.value)
+    with pytest.raises(CorpusError, match="--backend onnx-int8"):
+        read_passages([int8], model_sha256="", dimension=DIM, backend="torch")
+    assert embedded_backend([tmp_path / "plain"]) == "onnx"  # the fastest float32 backend
+    assert embedded_backend([tmp_path / "int8"]) == "onnx-int8"
+    assert embedded_backend([CORPUS]) is None  # nothing embedded: the default for a new index applies
+    with pytest.raises(CorpusError, match="one index takes one of them"):
+        embedded_backend([tmp_path])
