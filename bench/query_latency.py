@@ -37,9 +37,6 @@ def scifact_questions(limit: int) -> list[str]:
 def measure(
     name: str, corpus: Path, questions: list[str], args: argparse.Namespace
 ) -> list[dict[str, object]]:
-    import faiss
-
-    faiss.omp_set_num_threads(1)  # as the server does (server/retrieval/load.py): one thread per search
     encoder = configured_encoder(Settings(), None)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -123,9 +123,6 @@ def exact_top(store: Store, queries: np.ndarray, k: int) -> list[set[int]]:
 
 
 def in_process(index_dir: Path, encoder, asked: list[str], vectors: np.ndarray) -> dict[str, object]:
-    import faiss
-
-    faiss.omp_set_num_threads(1)
     reader = IndexReader(
         index_dir, model_sha256=encoder.weights_sha256, dimension=encoder.dimension, backend=encoder.backend
     )

@@ -38,11 +38,15 @@ Kind = Literal["exact", "hnsw", "ivf", "other"]
 
 @dataclass(frozen=True)
 class SearchEffort:
-    """How hard approximate bases search: HNSW's ``efSearch``, IVF's ``nprobe`` (exact ignores both)."""
+    """How hard approximate bases search: HNSW's ``efSearch``, IVF's ``nprobe`` (exact ignores both); and
+    on how many OpenMP threads one search runs."""
 
     # 512: recall@10 0.966 of exact search at 1M passages, 0.9995 at 100k; 128 gave 0.86-0.92 at 1M (BENCHMARKS.md)
     ef_search: int = 512
     nprobe: int = 32
+    # One: a single question searched on OpenMP's default (every core) took 4x as long here (exact search
+    # over 18k SciFact passages, 5.4 ms against 1.4 ms, in a server thread); concurrency comes from requests.
+    threads: int = 1
 
 
 DEFAULT_EFFORT = SearchEffort()
@@ -191,7 +195,15 @@ class DenseBase:
             params = faiss.SearchParametersIVF(sel=selector, nprobe=effort.nprobe)
         else:
             params = None if selector is None else faiss.SearchParameters(sel=selector)
-        scores, positions = self.index.search(queries, k, params=params)
+        # OpenMP keeps its thread count per calling thread (``omp_set_num_threads`` changes the caller's
+        # own setting only), so it is set here, on the thread that searches, for this search alone: set
+        # once at load, it held for the loading thread and not for the server's request threads.
+        prior = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(effort.threads)
+        try:
+            scores, positions = self.index.search(queries, k, params=params)
+        finally:
+            faiss.omp_set_num_threads(prior)
         return positions, scores
 
 

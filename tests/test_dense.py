@@ -6,6 +6,7 @@ answered with the wrong chunk ids after one remove + add.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,45 @@ def test_filters_apply_before_ranking_and_top_k_holds(allowed_count):
             assert len(found) == 5, factory  # the far-away allowed ones still come back
             assert set(found) <= set(allowed) - set(ids[:2]), factory
     assert index.search(vectors[:1], 5, allowed=np.array([123456789]))[0][0].size == 0
+
+
+class _RecordingThreads:
+    """A FAISS index that notes how many OpenMP threads each search was given."""
+
+    def __init__(self, index) -> None:
+        self.index = index
+        self.threads: list[int] = []
+
+    def search(self, *args, **kwargs):
+        import faiss
+
+        self.threads.append(faiss.omp_get_max_threads())
+        return self.index.search(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.index, name)
+
+
+def test_a_search_runs_on_its_own_thread_count_from_any_thread(built):
+    """OpenMP's thread count belongs to each calling thread: a server's request threads are not the thread
+    that loaded the index, and once searched on every core (4x slower for one question here)."""
+    import faiss
+
+    index, _, vectors = built
+    recording = _RecordingThreads(index.base.index)
+    index.base.index = recording
+    after: list[int] = []
+
+    def request_thread() -> None:
+        faiss.omp_set_num_threads(2)  # a fresh thread's default on a machine of two cores or more
+        index.search(vectors[:1], 5)
+        after.append(faiss.omp_get_max_threads())
+
+    worker = threading.Thread(target=request_thread)
+    worker.start()
+    worker.join()
+    assert recording.threads == [1]  # SearchEffort.threads, one by default
+    assert after == [2]  # the thread's own setting is left as it was
 
 
 def test_save_and_open_keep_every_live_vector(built, tmp_path: Path):

@@ -46,11 +46,6 @@ def open_reader(settings: Settings, encoder: Encoder) -> IndexReader:
 
 def load_searcher(settings: Settings, encoder: Encoder | None = None) -> Searcher:
     """Load the model (unless given) and the current view of the index, checked against each other."""
-    import faiss
-
-    # One FAISS thread: a single query is 5-8x slower with OpenMP threads fighting torch's for two cores
-    # (bench measured 23 ms vs 3.5 ms for one search over 18k vectors); concurrency comes from requests.
-    faiss.omp_set_num_threads(1)
     encoder = encoder or configured_encoder(settings, settings.index_dir)
     config = RetrievalConfig(
         fusion=settings.fusion,
