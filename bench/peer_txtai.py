@@ -18,8 +18,11 @@ each question asked of every system in turn (rotating order) so that machine noi
 are medians over the rounds. "txtai dense, every IVF cell" is a quality reference (exact search over the same
 vectors), not a default.
 
-    python bench/peer_txtai.py [--docs N] [--rounds 3] [--queries 300] [--venv /work/txtai-venv]
-                               [--lock FILE] [--json OUT]
+    python bench/peer_txtai.py [--docs N] [--rounds 3] [--build-rounds N] [--queries 300]
+                               [--venv /work/txtai-venv] [--lock FILE] [--json OUT]
+
+``--build-rounds 1`` times the queries over ``--rounds`` rounds after one build of each (a query run after
+a change to the search path only; its build figures are then one round's).
 
 ``--lock FILE`` takes an exclusive flock on FILE around each CPU-heavy step (install, each build, the query
 rounds), so that other benchmarks that take the same lock never overlap them.
@@ -267,7 +270,8 @@ def run_queries(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, help="only the first N SciFact documents (a quick check)")
-    parser.add_argument("--rounds", type=int, default=3, help="build rounds and query rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="query rounds, and build rounds (default 3)")
+    parser.add_argument("--build-rounds", type=int, help="build rounds, if not --rounds")
     parser.add_argument("--queries", type=int, default=300, help="SciFact train queries (default 300)")
     parser.add_argument("--venv", type=Path, default=Path("/work/txtai-venv"), help="txtai's virtualenv")
     parser.add_argument("--lock", type=Path, help="flock this file around each CPU-heavy step")
@@ -277,6 +281,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (SHARED / "scifact" / "corpus.jsonl").is_file():
         raise SystemExit(f"needs the SciFact train split in {SHARED / 'scifact'}")
+    build_rounds = args.build_rounds or args.rounds
     python, version = ensure_venv(args.venv, args.lock)
     model = default_model_path()
     results: dict[str, Any] = {
@@ -285,6 +290,7 @@ def main() -> None:
         "txtai": version,
         "model": str(model),
         "rounds": args.rounds,
+        "build_rounds": build_rounds,
     }
     with tempfile.TemporaryDirectory(prefix="peer-txtai-") as scratch_name:
         scratch = Path(scratch_name)
@@ -301,7 +307,7 @@ def main() -> None:
         exports = scratch / "seed-cache" / EXPORTS
         builds: dict[str, list[dict[str, Any]]] = {"semqa": [], "txtai": []}
         results["builds"] = builds
-        for r in range(args.rounds):
+        for r in range(build_rounds):
             order = ["semqa", "txtai"] if r % 2 == 0 else ["txtai", "semqa"]
             for engine in order:
                 with cpu_turn(args.lock):
@@ -315,7 +321,7 @@ def main() -> None:
         with cpu_turn(args.lock):
             hybrid_build = build_txtai(python, corpus, scratch / "txtai-hybrid", model, hybrid=True)
         results["txtai_hybrid_build"] = hybrid_build
-        last = args.rounds - 1
+        last = build_rounds - 1
         settings = Settings(index_dir=scratch / f"semqa-{last}", cache_dir=scratch / f"cache-{last}")
         with cpu_turn(args.lock):
             encoder = configured_encoder(settings, settings.index_dir)
