@@ -16,6 +16,7 @@ is answered by a span that holds a number or a date: when some span does, only t
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +26,6 @@ import numpy as np
 
 from indexer.chunking import LONG_SENTENCE_WORDS, sentence_spans, word_spans
 from indexer.lexical import BM25_B, BM25_K1
-from server.retrieval.fusion import zscore
 
 WINDOW_WORDS = 20  # length of the word window quoted from a sentence too long to quote whole
 HEADING_WORDS = 12
@@ -179,15 +179,25 @@ def candidate_spans(
 
 def _bm25(
     spans: Sequence[tuple[int, int, Mapping[str, int], int]], wanted: Mapping[str, float]
-) -> np.ndarray:
+) -> list[float]:
     average = max(1.0, sum(length for *_, length in spans) / max(1, len(spans)))
-    scores = np.zeros(len(spans))
-    for i, (_, _, counts, length) in enumerate(spans):
+    scores = []
+    for _, _, counts, length in spans:
         norm = BM25_K1 * (1 - BM25_B + BM25_B * length / average)
-        scores[i] = sum(
-            w * counts[t] * (BM25_K1 + 1) / (counts[t] + norm) for t, w in wanted.items() if counts.get(t)
+        scores.append(
+            sum(
+                w * counts[t] * (BM25_K1 + 1) / (counts[t] + norm) for t, w in wanted.items() if counts.get(t)
+            )
         )
     return scores
+
+
+def _standardised(values: list[float]) -> list[float]:
+    """Mean 0, standard deviation 1 (all zeros if they are all equal): ``fusion.zscore`` for the few spans
+    of one passage, in plain Python, where numpy's cost per call was most of a highlight's."""
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return [(v - mean) / std for v in values] if std > 0 else [0.0] * len(values)
 
 
 def asks_for_number(question: str) -> bool:
@@ -215,21 +225,26 @@ def best_span(
         whole = analyze([text])[0]
         candidates = [(0, len(text), Counter(whole), len(whole))]
     spans = [(s, e) for s, e, _, _ in candidates]
-    texts = [text[s:e] for s, e in spans]
     scores = _bm25(candidates, wanted)
     if dense and len(spans) > 1:
-        cosines = np.array([dense.get(span, np.nan) for span in spans])
-        known = ~np.isnan(cosines)
-        if known.any():
+        cosines = [dense.get(span) for span in spans]
+        known = [c for c in cosines if c is not None]
+        if known:
             # a window inside a long sentence has no stored vector: it gets the average dense evidence (the
             # passage's own cosine, tried, is higher than most sentences' and made windows win regardless)
-            cosines[~known] = cosines[known].mean()
-            scores = (1 - alpha) * zscore(scores) + alpha * zscore(cosines)
-    scores = scores + CONTEXT_WEIGHT * np.concatenate([[0.0], scores[:-1]])
+            average = sum(known) / len(known)
+            cosines = [average if c is None else c for c in cosines]
+            scores = [
+                (1 - alpha) * b + alpha * c
+                for b, c in zip(_standardised(scores), _standardised(cosines), strict=True)
+            ]
+    scores = [
+        score + CONTEXT_WEIGHT * before for score, before in zip(scores, [0.0, *scores[:-1]], strict=True)
+    ]
     if question and asks_for_number(question):
-        numbers = np.array([bool(_NUMBER.search(t)) for t in texts])
-        if numbers.any():  # a span with no number or date cannot answer "how many" or "when"
-            scores = np.where(numbers, scores, -np.inf)
-    best = int(np.argmax(scores))
+        numbers = [bool(_NUMBER.search(text[s:e])) for s, e in spans]
+        if any(numbers):  # a span with no number or date cannot answer "how many" or "when"
+            scores = [score if number else -math.inf for score, number in zip(scores, numbers, strict=True)]
+    best = max(range(len(scores)), key=scores.__getitem__)  # the first of equals
     start, end = spans[best]
     return Highlight(text[start:end], start, end)
