@@ -6,17 +6,20 @@ commit (one worker each, the other commit's from a `git worktree` of it), both o
 the same questions in turn by one `requests` session each, the order alternating per question, so that
 noise hits both alike. Reported per dataset and mode: each server's p50, the ratio, and the median of the
 per-question differences. The index is built by this checkout's code, so the base commit must read its
-format.
+format; with ``--own-index`` each commit serves an index its own code built (`semqa index` from its
+checkout, embeddings from the same cache), which is how a change to the index's format is judged.
 
-    python bench/ab_latency.py --base <commit> [--requests 200] [--no-scifact]
+    python bench/ab_latency.py --base <commit> [--requests 200] [--no-scifact] [--own-index]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,15 +38,28 @@ def measure(
 ) -> list[dict[str, object]]:
     encoder = configured_encoder(Settings(), None)
     with tempfile.TemporaryDirectory() as scratch:
-        index_dir = Path(scratch) / "index"
+        index_dir = base_index = Path(scratch) / "index"
         build_cached(corpus, index_dir, encoder)
         del encoder
-        serve = ["--index-dir", str(index_dir), "--workers", "1"]
         # The limiter stays on (its cost is part of the request path), with a budget no run reaches.
         env = {"SEMQA_QUIET": "1", "SEMQA_RATE_LIMIT": "1000000 per minute"}
+        if args.own_index:
+            base_index = Path(scratch) / "base-index"
+            command = [
+                sys.executable,
+                "-m",
+                "semqa.cli",
+                "index",
+                str(corpus),
+                "--index-dir",
+                str(base_index),
+            ]
+            subprocess.run(command, cwd=base_tree, env={**os.environ, **env}, check=True)
         with (
-            running_server(serve, env=env, cwd=base_tree) as base,
-            running_server(serve, env=env) as head,
+            running_server(
+                ["--index-dir", str(base_index), "--workers", "1"], env=env, cwd=base_tree
+            ) as base,
+            running_server(["--index-dir", str(index_dir), "--workers", "1"], env=env) as head,
         ):
             servers = {"base": (base.url, requests.Session()), "head": (head.url, requests.Session())}
             timed: dict[tuple[str, str], list[float]] = {}
@@ -76,6 +92,9 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the commit to compare this checkout with")
+    parser.add_argument(
+        "--own-index", action="store_true", help="the base serves an index built by its own code"
+    )
     args = parse_request_arguments(parser)
     with tempfile.TemporaryDirectory(prefix="semqa-base-") as tree:
         base_tree = Path(tree) / "checkout"

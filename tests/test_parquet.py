@@ -221,7 +221,8 @@ def test_an_index_built_from_parquet_answers_over_http(tmp_path, encoder, cache_
         assert body.status_code == 200
         top = body.json()["passages"][0]
         assert top["document_id"] == "probes/zephyr" and top["text"] == passage
-        assert top["scores"]["dense"] == pytest.approx(1.0, abs=1e-5)  # the stored vector, not a new one
+        # the stored vector, not a new one (kept in float16: within 1e-3 of 1)
+        assert top["scores"]["dense"] == pytest.approx(1.0, abs=1e-3)
         document = requests.get(server.url + "/documents/probes/zephyr", timeout=10).json()
         assert document["metadata"] == {"mission": "zephyr"} and document["text"] == passage
     assert "1 from Parquet" in server.output or "2 from Parquet" in server.output

@@ -63,7 +63,7 @@ def test_a_build_records_what_it_was_made_with(small_corpus, tmp_path, encoder):
     report = build(small_corpus, tmp_path / "index", encoder)
     manifest = json.loads((report.generation_dir / MANIFEST).read_text())
     assert manifest["model_sha256"] == encoder.weights_sha256 and manifest["dimension"] == 384
-    assert manifest["kind"] == "exact" and manifest["factory"] == "Flat"  # auto, below the threshold
+    assert manifest["kind"] == "exact" and manifest["factory"] == "SQfp16"  # auto, below the threshold
     assert manifest["passages"] == report.chunks and manifest["base_seq"] == 1
     assert {"dense/dense.faiss", "dense/ids.npy"} <= set(manifest["files"])
     for name, meta in manifest["files"].items():
