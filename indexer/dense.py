@@ -5,7 +5,7 @@ A ``DenseBase`` is an immutable FAISS index over the passages of a generation, a
 ``remove_ids`` + ``add_with_ids``); the chunk id of each position is kept in ``ids.npy`` beside it, and
 both are memory-mapped, so the workers of one server share their pages. Its kind (exact, HNSW, IVF)
 comes from the FAISS factory string; ``auto`` picks exact search over float16 vectors below
-``EXACT_BELOW`` passages and HNSW above (measured: ``bench/dense_backends.py``, BENCHMARKS.md).
+``EXACT_BELOW`` passages and HNSW above (measured: ``bench/segments.py``, BENCHMARKS.md).
 
 A ``DenseIndex`` is a base plus what was written after it, as in Lucene: small exact *segments* of added
 vectors and a mask of deleted positions. ``add`` and ``delete`` return a new ``DenseIndex`` sharing
