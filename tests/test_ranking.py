@@ -126,3 +126,23 @@ def test_hybrid_search_ranks_with_the_model(searcher):
     best = candidates[np.argsort(-expected, kind="stable")[:10]]
     assert [p.chunk.chunk_id for p in with_model] == list(best)
     assert set(ids) <= set(candidates)
+
+
+def test_term_holdings_match_whole_terms_only():
+    """A term is held only as a whole term of the passage: not as part of a longer one, not across two
+    passages, whatever its place (first, last, alone); a passage without terms holds none."""
+    terms_of = {1: "moon landing", 2: "honeymoon moons", 3: "moon", 4: "", 6: "orbit moon", 7: "landing"}
+    ids = np.array([1, 2, 3, 4, 5, 6, 7])  # 5: not in the store's answer (a passage replaced meanwhile)
+    holds, idf = term_holdings(
+        terms_of, ids, ["moon", "landing", "moon", "rare"], {"moon": 1.5, "landing": 2.0}
+    )
+    assert holds.tolist() == [
+        [True, True],
+        [False, False],
+        [True, False],
+        [False, False],
+        [False, False],
+        [True, False],
+        [False, True],
+    ]
+    assert idf.tolist() == [1.5, 2.0]  # distinct known terms, in the question's order
