@@ -42,7 +42,12 @@ def measure(
         build_cached(corpus, index_dir, encoder)
         del encoder
         # The limiter stays on (its cost is part of the request path), with a budget no run reaches.
-        env = {"SEMQA_QUIET": "1", "SEMQA_RATE_LIMIT": "1000000 per minute"}
+        # The cache as an absolute path: the base runs from its worktree, where a relative one is empty.
+        env = {
+            "SEMQA_QUIET": "1",
+            "SEMQA_RATE_LIMIT": "1000000 per minute",
+            "SEMQA_CACHE_DIR": str(Settings().cache_dir.resolve()),
+        }
         if args.own_index:
             base_index = Path(scratch) / "base-index"
             command = [

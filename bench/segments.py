@@ -138,7 +138,7 @@ def in_process(index_dir: Path, encoder, asked: list[str], vectors: np.ndarray) 
         out[f"{mode}_p50"], out[f"{mode}_p95"] = percentile(times, 50), percentile(times, 95)
     base, exact = [], []
     flat = None
-    if view.manifest.kind != "exact":  # the baseline: exact search over the same vectors
+    if view.manifest.factory != "Flat":  # the baseline: exact float32 search over the same vectors
         ids, live = view.dense.live()
         flat = DenseIndex.build(live, ids, "Flat")
     for vector in vectors:

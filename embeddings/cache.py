@@ -36,7 +36,7 @@ def cache_file(weights_sha256: str, backend: str) -> str:
     nothing again; each int8 model computes other vectors and keeps its own."""
     family = vector_family(backend)
     # int8 files are "-v3": each text's vector is computed alone (Encoder._passes) by a model with the
-    # MatMuls of onnx_export.float32_matmuls left in float32 (RECORD_FORMAT 3); the files of before held
+    # MatMuls of onnx_export.float32_matmuls left in float32 (INT8_FORMAT 3); the files of before held
     # other int8 models' vectors and are left unread.
     suffix = "" if family == vector_family("torch") else f"-{backend}-v3"
     return f"embeddings-{weights_sha256[:16]}{suffix}.sqlite"

@@ -36,9 +36,18 @@ log = logging.getLogger(__name__)
 
 EXPORTS = "onnx"
 RECORD = "export.json"
-# 2: int8 leaves some MatMuls in float32 (``float32_matmuls``); 3: only the first half of the layers'
-# down-projections among them. An export recorded in another format is made again.
-RECORD_FORMAT = 3
+# The recipe of each kind of export; one recorded with another is made again. int8: 2 left some MatMuls in
+# float32 (``float32_matmuls``), 3 only the first half of the layers' down-projections among them. float32
+# has not changed since 2 (which only marked the int8 change).
+FLOAT32_FORMAT = 2
+INT8_FORMAT = 3
+
+
+def record_format(identity: str) -> int:
+    """The recipe format this semqa makes exports of backend ``identity`` with."""
+    return INT8_FORMAT if identity.startswith(INT8) else FLOAT32_FORMAT
+
+
 FLOAT32_FILE = "onnx/model.onnx"
 
 
@@ -99,10 +108,9 @@ def verify_export(path: Path, weights_sha256: str) -> str | None:
         made_from, file_name = record["weights_sha256"], record["file"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"has an unreadable {RECORD} ({exc})"
-    if record.get("format") != RECORD_FORMAT:
-        return (
-            f"was made by an older recipe (format {record.get('format')}, this semqa makes {RECORD_FORMAT})"
-        )
+    expected = record_format(str(record.get("backend", "")))
+    if record.get("format") != expected:
+        return f"was made by an older recipe (format {record.get('format')}, this semqa makes {expected})"
     if made_from != weights_sha256:
         return f"was made from other weights ({made_from[:12]}, expected {weights_sha256[:12]})"
     if file_name not in files:
@@ -229,7 +237,7 @@ def _write_record(
 ) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     record = {
-        "format": RECORD_FORMAT,
+        "format": record_format(identity),
         "backend": identity,
         "quantization": quantization or None,
         "weights_sha256": weights_sha256,

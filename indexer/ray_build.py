@@ -51,6 +51,7 @@ import numpy as np
 from embeddings import EmbeddingCache, Encoder, ModelError
 from indexer.build import BuildReport, build_index
 from indexer.chunking import ChunkingConfig
+from indexer.dense import AUTO
 from indexer.documents import Chunk, Document
 from indexer.parquet import Provenance, write_passages
 from indexer.passages import prepare_upserts
@@ -359,7 +360,7 @@ def build_index_with_ray(
     options: RayOptions,
     cache_dir: Path,
     use_cache: bool = True,
-    faiss_factory: str = "Flat",
+    faiss_factory: str = AUTO,
     batch_size: int = 32,
     progress: bool = False,
 ) -> RayBuildReport:

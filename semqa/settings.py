@@ -79,8 +79,8 @@ class Settings(BaseSettings):
     # Index.
     faiss_factory: str = Field(
         "auto",
-        description="FAISS index_factory string of the dense base; auto = exact (Flat) below 50,000 "
-        "passages, HNSW32 above.",
+        description="FAISS index_factory string of the dense base; auto = exact over float16 vectors "
+        "(SQfp16) below 50,000 passages, HNSW32 above.",
     )
     ef_search: int = Field(512, ge=1, le=4096, description="HNSW efSearch: candidates explored per question.")
     nprobe: int = Field(32, ge=1, le=65536, description="IVF nprobe: lists searched per question.")
