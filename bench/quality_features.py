@@ -4,8 +4,8 @@ For each development set (the dev questions on the corpus, SciFact train, NFCorp
 with the default settings (embeddings from the cache; ``--no-embed-title``: passages embedded without
 their title, the form before issue 11), the questions are embedded in one batch as ``semqa eval`` embeds
 them, and the searcher's own steps make each question's pool: ``view.dense.search`` and
-``Searcher._candidates`` give the candidates ``/ask`` ranks at top_k 10 (100 per retriever, grouped by
-document or not) with both scores and their vectors, and ``view.store.evidence`` with
+``Searcher._candidates`` give the candidates ``/ask`` ranks at top_k 10 (the searcher's depth per
+retriever: 100 grouped by document, ``candidates`` otherwise) with both scores and their vectors, and ``view.store.evidence`` with
 ``evidence.term_holdings`` what the ranking model reads (stored sentence vectors, question terms held).
 The pools are pickled under ``.semqa/quality/``; a ranking (one score per candidate) is evaluated on a
 whole set in seconds, as the searcher ranks: stable sort, one passage per document for BEIR, top 10.

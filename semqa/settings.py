@@ -96,7 +96,9 @@ class Settings(BaseSettings):
     highlight_alpha: float = Field(
         0.7, ge=0.0, le=1.0, description="Weight of the dense score in highlights."
     )
-    candidates: int = Field(100, ge=1, le=10_000, description="Candidates per retriever before fusion.")
+    candidates: int = Field(
+        50, ge=1, le=10_000, description="Candidates per retriever before fusion (10 x top_k when grouping)."
+    )
     ranking: Ranking = Field(
         "model",
         description="Hybrid ranking: the shipped model (fusion + sentence, coverage, feedback) or fusion alone.",

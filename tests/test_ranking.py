@@ -110,8 +110,11 @@ def test_hybrid_search_ranks_with_the_model(searcher):
     assert [p.score for p in with_model] == sorted((p.score for p in with_model), reverse=True)
     vector = searcher.encoder.encode([question])[0]
     terms = ANALYZE([question])[0]
-    dense_ids = view.dense.search(vector[None], 100)[0][0]
-    candidates, vectors, lexical = searcher._candidates(view, terms, vector, dense_ids, 100, SearchOptions())
+    depth = searcher.config.candidates  # what the searcher proposes per retriever for 10 ungrouped passages
+    dense_ids = view.dense.search(vector[None], depth)[0][0]
+    candidates, vectors, lexical = searcher._candidates(
+        view, terms, vector, dense_ids, depth, SearchOptions()
+    )
     expected = model_scores(
         searcher.config.ranker,
         view,

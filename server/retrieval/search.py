@@ -45,7 +45,10 @@ class RetrievalConfig:
     fusion: str = "zscore"
     alpha: float = 0.4  # weight of the dense side in the fusion
     highlight_alpha: float = 0.7  # weight of the dense side when choosing the highlight inside a passage
-    candidates: int = 100  # per retriever, before fusion
+    # Per retriever, before fusion (10 x top_k when grouping by document, if more). 50: every measured figure
+    # as with 100 or better (BENCHMARKS.md "Fifty candidates per retriever"), and the ranking model reads
+    # half as many passages' evidence.
+    candidates: int = 50
     # hybrid mode: the ranking model (fusion + more evidence, server/retrieval/ranking.py); None: fusion alone
     ranker: Ranker | None = field(default_factory=Ranker.load)
 
