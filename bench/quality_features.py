@@ -133,7 +133,7 @@ def collect(name: str, embed_title: bool) -> SetData:
         questions, label = _labeller(name, [r[3] for r in live], [r[1] for r in live])
         beir = name != "dev"
         # what search_batch asks each retriever for at top_k 10 (grouped by document for BEIR)
-        depth = max(searcher.config.candidates, TOP_K * (10 if beir else 1))
+        depth = searcher.config.depth(TOP_K, beir)
         vectors = encoder.encode(questions)
         found = view.dense.search(vectors, depth)
         pools = []

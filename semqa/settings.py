@@ -97,7 +97,10 @@ class Settings(BaseSettings):
         0.7, ge=0.0, le=1.0, description="Weight of the dense score in highlights."
     )
     candidates: int = Field(
-        50, ge=1, le=10_000, description="Candidates per retriever before fusion (10 x top_k when grouping)."
+        50,
+        ge=1,
+        le=10_000,
+        description="Candidates per retriever before fusion (twice that, at least 10 x top_k, grouped by document).",
     )
     ranking: Ranking = Field(
         "model",

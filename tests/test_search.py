@@ -9,6 +9,7 @@ from indexer.lexical import ANALYZE
 from server.retrieval import SearchOptions
 from server.retrieval.fusion import FUSIONS, fuse
 from server.retrieval.highlight import best_span
+from server.retrieval.search import RetrievalConfig
 
 MODES = ["dense", "lexical", "hybrid"]
 WHITE_PAPER = "004_7eff6b0a2d74b62d.txt"
@@ -142,3 +143,13 @@ def test_highlight_answers_rather_than_repeats_the_question(searcher):
     dense = dict(zip(spans, [0.62, 0.62, 0.20], strict=True))
     question = "Who attended the second meeting in Beijing?"
     assert highlight(prose, question, dense=dense, alpha=0.7) == "Space explorers and doctors attended it."
+
+
+def test_each_retriever_proposes_more_when_grouping_by_document():
+    """Passages of one document crowd a ranked list, so a grouped query needs deeper lists than an
+    ungrouped one to hold ``top_k`` documents (at 50, the corpus's 50 best dense passages held 4 of its 5)."""
+    config = RetrievalConfig(candidates=50, ranker=None)
+    assert config.depth(5, group_by_document=False) == 50
+    assert config.depth(80, group_by_document=False) == 80
+    assert config.depth(5, group_by_document=True) == 100
+    assert config.depth(20, group_by_document=True) == 200

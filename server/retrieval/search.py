@@ -45,12 +45,19 @@ class RetrievalConfig:
     fusion: str = "zscore"
     alpha: float = 0.4  # weight of the dense side in the fusion
     highlight_alpha: float = 0.7  # weight of the dense side when choosing the highlight inside a passage
-    # Per retriever, before fusion (10 x top_k when grouping by document, if more). 50: every measured figure
-    # as with 100 or better (BENCHMARKS.md "Fifty candidates per retriever"), and the ranking model reads
-    # half as many passages' evidence.
+    # Per retriever, before fusion (``depth``). 50: every measured figure as with 100 or better (BENCHMARKS.md
+    # "Fifty candidates per retriever"), and the ranking model reads half as many passages' evidence.
     candidates: int = 50
     # hybrid mode: the ranking model (fusion + more evidence, server/retrieval/ranking.py); None: fusion alone
     ranker: Ranker | None = field(default_factory=Ranker.load)
+
+    def depth(self, top_k: int, group_by_document: bool) -> int:
+        """Passages each retriever proposes for ``top_k`` results: ``candidates``; grouped by document,
+        twice that and at least 10 per document asked for, since passages of one document crowd the list
+        (at 50 candidates, 50 dense candidates held only 4 of the corpus's 5 documents)."""
+        if group_by_document:
+            return max(2 * self.candidates, 10 * top_k)
+        return max(self.candidates, top_k)
 
 
 class Searcher:
@@ -98,7 +105,7 @@ class Searcher:
             allowed = view.store.chunk_ids_of(list(options.documents))
             if not len(allowed):
                 return [[] for _ in questions]
-        depth = max(self.config.candidates, top_k * (10 if options.group_by_document else 1))
+        depth = self.config.depth(top_k, options.group_by_document)
         dense_found: list[tuple[np.ndarray, np.ndarray]] | None = None
         if options.mode != "lexical":
             if vectors is None:
