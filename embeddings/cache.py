@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from embeddings.backends import vector_family
 from embeddings.encoder import Encoder
+from embeddings.onnx_export import INT8_FORMAT
 
 BLOCK = 512  # texts encoded and committed together
 
@@ -35,10 +36,10 @@ def cache_file(weights_sha256: str, backend: str) -> str:
     share one (the name it had before there were other backends), so switching between them embeds
     nothing again; each int8 model computes other vectors and keeps its own."""
     family = vector_family(backend)
-    # int8 files are "-v3": each text's vector is computed alone (Encoder._passes) by a model with the
-    # MatMuls of onnx_export.float32_matmuls left in float32 (INT8_FORMAT 3); the files of before held
-    # other int8 models' vectors and are left unread.
-    suffix = "" if family == vector_family("torch") else f"-{backend}-v3"
+    # int8 files are "-v<INT8_FORMAT>": each int8 export recipe is another model (each text's vector is
+    # computed alone, Encoder._passes, with the MatMuls of onnx_export.float32_matmuls left in float32), so
+    # the files of earlier recipes hold other models' vectors and are left unread.
+    suffix = "" if family == vector_family("torch") else f"-{backend}-v{INT8_FORMAT}"
     return f"embeddings-{weights_sha256[:16]}{suffix}.sqlite"
 
 

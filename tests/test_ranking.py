@@ -110,7 +110,7 @@ def test_hybrid_search_ranks_with_the_model(searcher):
     assert [p.score for p in with_model] == sorted((p.score for p in with_model), reverse=True)
     vector = searcher.encoder.encode([question])[0]
     terms = ANALYZE([question])[0]
-    depth = searcher.config.candidates  # what the searcher proposes per retriever for 10 ungrouped passages
+    depth = searcher.config.depth(10, group_by_document=False)  # what the searcher asks each retriever for
     dense_ids = view.dense.search(vector[None], depth)[0][0]
     candidates, vectors, lexical = searcher._candidates(
         view, terms, vector, dense_ids, depth, SearchOptions()
