@@ -5,7 +5,8 @@ with the default settings (embeddings from the cache; ``--no-embed-title``: pass
 their title, the form before issue 11), the questions are embedded in one batch as ``semqa eval`` embeds
 them, and the searcher's own steps make each question's pool: ``view.dense.search`` and
 ``Searcher._candidates`` give the candidates ``/ask`` ranks at top_k 10 (the searcher's depth per
-retriever: 100 grouped by document, ``candidates`` otherwise) with both scores and their vectors, and ``view.store.evidence`` with
+retriever: 100 grouped by document, deeper while they hold fewer than 10 documents, ``candidates``
+otherwise) with both scores and their vectors, and ``view.store.evidence`` with
 ``evidence.term_holdings`` what the ranking model reads (stored sentence vectors, question terms held).
 The pools are pickled under ``.semqa/quality/``; a ranking (one score per candidate) is evaluated on a
 whole set in seconds, as the searcher ranks: stable sort, one passage per document for BEIR, top 10.
@@ -139,11 +140,24 @@ def collect(name: str, embed_title: bool) -> SetData:
         pools = []
         for q, question in enumerate(questions):
             terms = ANALYZE([question])[0]
-            dense_ids = found[q][0]
-            ids, candidate_vectors, lexical = searcher._candidates(
+            dense_ids, question_depth = found[q][0], depth
+            ids, candidate_vectors, lexical, full = searcher._candidates(
                 view, terms, vectors[q], dense_ids, depth, SearchOptions()
             )
-            lexical_ids, _ = view.lexical.search(terms, depth)
+            # grouped, the searcher asks deeper while its answer holds fewer than top_k documents, which
+            # (without min_score) is while the candidates do: the same rounds here
+            while (
+                beir
+                and full
+                and len(np.unique(doc[np.searchsorted(chunk_ids, ids)])) < TOP_K
+                and (deeper := searcher.config.deeper(question_depth))
+            ):
+                question_depth = deeper
+                dense_ids = view.dense.search(vectors[q : q + 1], question_depth)[0][0]
+                ids, candidate_vectors, lexical, full = searcher._candidates(
+                    view, terms, vectors[q], dense_ids, question_depth, SearchOptions()
+                )
+            lexical_ids, _ = view.lexical.search(terms, question_depth)
             terms_of, owner, sentence_vectors = view.store.evidence(ids)
             holds, idf = term_holdings(terms_of, ids, terms, view.lexical.idf(terms))
             rows = np.searchsorted(chunk_ids, ids)

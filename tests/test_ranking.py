@@ -112,7 +112,7 @@ def test_hybrid_search_ranks_with_the_model(searcher):
     terms = ANALYZE([question])[0]
     depth = searcher.config.depth(10, group_by_document=False)  # what the searcher asks each retriever for
     dense_ids = view.dense.search(vector[None], depth)[0][0]
-    candidates, vectors, lexical = searcher._candidates(
+    candidates, vectors, lexical, _ = searcher._candidates(
         view, terms, vector, dense_ids, depth, SearchOptions()
     )
     expected = model_scores(

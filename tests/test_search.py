@@ -9,7 +9,7 @@ from indexer.lexical import ANALYZE
 from server.retrieval import SearchOptions
 from server.retrieval.fusion import FUSIONS, fuse
 from server.retrieval.highlight import best_span
-from server.retrieval.search import RetrievalConfig
+from server.retrieval.search import RetrievalConfig, Searcher
 
 MODES = ["dense", "lexical", "hybrid"]
 WHITE_PAPER = "004_7eff6b0a2d74b62d.txt"
@@ -153,3 +153,27 @@ def test_each_retriever_proposes_more_when_grouping_by_document():
     assert config.depth(80, group_by_document=False) == 80
     assert config.depth(5, group_by_document=True) == 100
     assert config.depth(20, group_by_document=True) == 200
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_grouped_query_searches_deeper_until_it_has_top_k_documents(searcher, mode):
+    """Each retriever's 50 best passages for this question come from two or three of the corpus's five
+    documents (the white paper holds most): a grouped top 5 must look further down, as far as it takes."""
+    question = "satellite navigation system"
+    shallow = Searcher(searcher.encoder, searcher.reader, RetrievalConfig(candidates=25, max_depth=50))
+    assert shallow.config.depth(5, group_by_document=True) == 50
+    crowded = shallow.search(question, 5, SearchOptions(mode=mode, group_by_document=True))
+    assert len(crowded) < 5  # what one round at depth 50 finds
+    deep = Searcher(searcher.encoder, searcher.reader, RetrievalConfig(candidates=25))
+    grouped = deep.search(question, 5, SearchOptions(mode=mode, group_by_document=True))
+    documents = [p.chunk.document_id for p in grouped]
+    assert len(documents) == len(set(documents))
+    if mode == "lexical":  # BM25 proposes only passages holding a question term: every such document
+        holding = {p.chunk.document_id for p in deep.search(question, 113, SearchOptions(mode="lexical"))}
+        assert set(documents) == holding
+    else:
+        assert len(documents) == 5
+    # ``min_score`` bounds the deepening: what is returned still clears it
+    threshold = grouped[1].score
+    bounded = deep.search(question, 5, SearchOptions(mode=mode, group_by_document=True, min_score=threshold))
+    assert len(bounded) < 5 and all(p.score >= threshold for p in bounded)

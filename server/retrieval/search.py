@@ -48,6 +48,9 @@ class RetrievalConfig:
     # Per retriever, before fusion (``depth``). 50: every measured figure as with 100 or better (BENCHMARKS.md
     # "Fifty candidates per retriever"), and the ranking model reads half as many passages' evidence.
     candidates: int = 50
+    # Grouped by document, how deep each retriever may be asked when the first ``depth`` passages hold
+    # fewer than ``top_k`` documents (``deeper``).
+    max_depth: int = 2000
     # hybrid mode: the ranking model (fusion + more evidence, server/retrieval/ranking.py); None: fusion alone
     ranker: Ranker | None = field(default_factory=Ranker.load)
 
@@ -58,6 +61,11 @@ class RetrievalConfig:
         if group_by_document:
             return max(2 * self.candidates, 10 * top_k)
         return max(self.candidates, top_k)
+
+    def deeper(self, depth: int) -> int | None:
+        """The next depth to ask the retrievers for when a grouped query's ``depth`` best passages hold
+        fewer than ``top_k`` documents: four times as deep, up to ``max_depth``; None once there."""
+        return min(4 * depth, self.max_depth) if depth < self.max_depth else None
 
 
 class Searcher:
@@ -117,14 +125,14 @@ class Searcher:
             idf = view.lexical.idf(terms)
             vector = None if vectors is None or dense_found is None else vectors[row]
             found = None if dense_found is None else dense_found[row][0]
-            ids, candidate_vectors, lexical = self._candidates(view, terms, vector, found, depth, options)
-            dense = np.zeros(len(ids), np.float32) if vector is None else candidate_vectors @ vector
-            scores = None
-            if options.mode == "hybrid" and self.config.ranker is not None and vector is not None:
-                scores = model_scores(
-                    self.config.ranker, view, terms, idf, vector, ids, candidate_vectors, dense, lexical
-                )
-            passages = self._rank(view, ids, dense, lexical, top_k, options, scores)
+            passages, more = self._ranked(view, terms, idf, vector, found, depth, top_k, options)
+            # Grouped by document, a few documents can hold all of both retrievers' best passages: search
+            # deeper until ``top_k`` documents are found, the retrievers run out, or the depth limit.
+            question_depth: int | None = depth
+            while more and len(passages) < top_k and (question_depth := self.config.deeper(question_depth)):
+                if vector is not None:
+                    found = view.dense.search(vector[None, :], question_depth, allowed)[0][0]
+                passages, more = self._ranked(view, terms, idf, vector, found, question_depth, top_k, options)
             if options.mode == "dense":  # BM25 only for what is returned: it plays no part in the ranking
                 bm25 = view.lexical.scores(terms, np.array([p.chunk.chunk_id for p in passages], np.int64))
                 passages = [replace(p, lexical_score=float(s)) for p, s in zip(passages, bm25, strict=True)]
@@ -132,6 +140,38 @@ class Searcher:
                 passages = self._highlight(view, question, terms, idf, vector, passages)
             results.append(passages)
         return results
+
+    def _ranked(
+        self,
+        view: IndexView,
+        terms: list[str],
+        idf: dict[str, float],
+        vector: np.ndarray | None,
+        dense_ids: np.ndarray | None,
+        depth: int,
+        top_k: int,
+        options: SearchOptions,
+    ) -> tuple[list[Passage], bool]:
+        """The ``top_k`` best of the retrievers' ``depth`` best candidates, and whether a deeper search
+        could find more for a grouped query: some retriever filled its ``depth`` and no candidate fell below
+        ``min_score`` (the ones a deeper search adds score lower)."""
+        ids, candidate_vectors, lexical, full = self._candidates(
+            view, terms, vector, dense_ids, depth, options
+        )
+        dense = np.zeros(len(ids), np.float32) if vector is None else candidate_vectors @ vector
+        if options.mode == "hybrid" and self.config.ranker is not None and vector is not None:
+            scores = model_scores(
+                self.config.ranker, view, terms, idf, vector, ids, candidate_vectors, dense, lexical
+            )
+        elif options.mode == "dense":
+            scores = dense.astype(np.float64)
+        elif options.mode == "lexical":
+            scores = lexical.astype(np.float64)
+        else:
+            scores = fuse(dense, lexical, self.config.fusion, self.config.alpha)
+        passages = self._rank(view, ids, scores, dense, lexical, top_k, options)
+        cut = options.min_score is not None and bool((scores < options.min_score).any())
+        return passages, options.group_by_document and full and not cut
 
     def _candidates(
         self,
@@ -141,14 +181,17 @@ class Searcher:
         dense_ids: np.ndarray | None,
         depth: int,
         options: SearchOptions,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """Candidate chunk ids, their vectors (read once: the dense score and ranking both need them; empty
-        in lexical mode) and their BM25 scores: each retriever proposes its ``depth`` best, and the other's
-        score is computed for the ones it did not propose. Dense mode proposes by dense alone and leaves the
-        BM25 scores at zero: the caller scores only the passages it returns."""
+        in lexical mode), their BM25 scores, and whether some retriever proposed all ``depth`` it was asked
+        for (so a deeper search would find more): each retriever proposes its ``depth`` best, and the
+        other's score is computed for the ones it did not propose. Dense mode proposes by dense alone and
+        leaves the BM25 scores at zero: the caller scores only the passages it returns."""
         if options.mode == "dense" and dense_ids is not None:
-            return dense_ids, view.dense.vectors(dense_ids), np.zeros(len(dense_ids), np.float32)
+            zeros = np.zeros(len(dense_ids), np.float32)
+            return dense_ids, view.dense.vectors(dense_ids), zeros, len(dense_ids) >= depth
         lexical_ids, lexical_scores = view.lexical.search(terms, depth, options.documents)
+        full = len(lexical_ids) >= depth or (dense_ids is not None and len(dense_ids) >= depth)
         proposed = [lexical_ids] if dense_ids is None else [dense_ids, lexical_ids]
         ids = np.unique(np.concatenate(proposed))
         lexical = np.zeros(len(ids), dtype=np.float32)
@@ -158,7 +201,7 @@ class Searcher:
         if (~known).any():
             lexical[~known] = view.lexical.scores(terms, ids[~known])
         vectors = np.zeros((0, 0), np.float32) if vector is None else view.dense.vectors(ids)
-        return ids, vectors, lexical
+        return ids, vectors, lexical, full
 
     def _highlight(
         self,
@@ -209,22 +252,15 @@ class Searcher:
         self,
         view: IndexView,
         ids: np.ndarray,
+        scores: np.ndarray,
         dense: np.ndarray,
         lexical: np.ndarray,
         top_k: int,
         options: SearchOptions,
-        scores: np.ndarray | None = None,
     ) -> list[Passage]:
-        """``scores`` are the ranking model's (hybrid mode); without them, the mode's own score ranks."""
+        """The ``top_k`` best candidates by ``scores`` (the mode's), after ``min_score`` and grouping."""
         if not len(ids):
             return []
-        if scores is None:
-            if options.mode == "dense":
-                scores = dense.astype(np.float64)
-            elif options.mode == "lexical":
-                scores = lexical.astype(np.float64)
-            else:
-                scores = fuse(dense, lexical, self.config.fusion, self.config.alpha)
         order = np.argsort(-scores, kind="stable")
         if options.min_score is not None:
             order = order[scores[order] >= options.min_score]
