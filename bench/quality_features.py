@@ -37,7 +37,7 @@ from common import REPO, SHARED
 
 from embeddings import EmbeddingCache
 from indexer import ChunkingConfig, build_index
-from indexer.lexical import ANALYZE
+from indexer.lexical import ANALYZE, passage_body
 from semqa import evaluation
 from semqa.settings import Settings
 from server.retrieval import SearchOptions, configured_encoder, load_searcher
@@ -67,6 +67,7 @@ class Pool:
     idf: np.ndarray  # (terms,) those terms' idf
     label: np.ndarray  # dev: 1 if the passage holds the evidence; BEIR: its document's grade
     ideal: float  # BEIR: the ideal DCG@10 of the question's judgements (as evaluation.ndcg_at_k)
+    terms: list[str]  # the question's analysed terms, in order
 
 
 @dataclass
@@ -77,6 +78,8 @@ class SetData:
     doc: np.ndarray  # document index of each passage row
     vectors: np.ndarray  # float32 unit passage vectors, by row
     pools: list[Pool]
+    analysed: list[list[str]]  # each row's analysed title + text, in order (what BM25 reads)
+    title_terms: np.ndarray  # how many of a row's analysed terms are its title's
 
     @property
     def headline(self) -> str:
@@ -175,10 +178,15 @@ def collect(name: str, embed_title: bool) -> SetData:
                     idf=idf,
                     label=labels,
                     ideal=ideal,
+                    terms=terms,
                 )
             )
         passage_vectors = view.dense.vectors(chunk_ids)
-    return SetData(name, "beir" if beir else "questions", embed_title, doc, passage_vectors, pools)
+    analysed = ANALYZE([passage_body(r[2], r[3]) for r in live])
+    title_length = {title: len(ANALYZE([title])[0]) for title in {r[2] for r in live}}
+    title_terms = np.array([title_length[r[2]] for r in live], dtype=np.int64)
+    kind = "beir" if beir else "questions"
+    return SetData(name, kind, embed_title, doc, passage_vectors, pools, analysed, title_terms)
 
 
 def cache_path(name: str, embed_title: bool) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from indexer import ChunkingConfig, IndexReader, build_index
 from indexer.lexical import ANALYZE
 from server.retrieval import SearchOptions
 from server.retrieval.fusion import FUSIONS, fuse
@@ -177,3 +178,28 @@ def test_grouped_query_searches_deeper_until_it_has_top_k_documents(searcher, mo
     threshold = grouped[1].score
     bounded = deep.search(question, 5, SearchOptions(mode=mode, group_by_document=True, min_score=threshold))
     assert len(bounded) < 5 and all(p.score >= threshold for p in bounded)
+
+
+def test_equal_scores_rank_by_chunk_id_in_every_mode(tmp_path, encoder):
+    """Two documents with the same text score the same in every mode; which comes first must not depend on
+    the mode or on where FAISS happened to store them (dense mode used FAISS's order, the others chunk ids)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    twin = "The Tianwen-1 orbiter mapped the landing site in Utopia Planitia before the rover descended."
+    for name in ("a.txt", "b.txt"):
+        (corpus / name).write_text(twin)
+    (corpus / "other.txt").write_text("Rockets are launched from Wenchang on the island of Hainan.")
+    build_index([corpus], index_dir=tmp_path / "index", encoder=encoder, chunking=ChunkingConfig())
+    reader = IndexReader(
+        tmp_path / "index",
+        model_sha256=encoder.weights_sha256,
+        dimension=encoder.dimension,
+        backend=encoder.backend,
+    )
+    twins = Searcher(encoder, reader, RetrievalConfig())
+    question = "Where did the Tianwen orbiter map a landing site?"
+    for mode in MODES:
+        first_two = twins.search(question, 3, SearchOptions(mode=mode))[:2]
+        assert first_two[0].score == first_two[1].score, mode
+        assert {p.chunk.document_id for p in first_two} == {"a.txt", "b.txt"}, mode
+        assert first_two[0].chunk.chunk_id < first_two[1].chunk.chunk_id, mode

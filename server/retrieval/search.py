@@ -188,8 +188,8 @@ class Searcher:
         other's score is computed for the ones it did not propose. Dense mode proposes by dense alone and
         leaves the BM25 scores at zero: the caller scores only the passages it returns."""
         if options.mode == "dense" and dense_ids is not None:
-            zeros = np.zeros(len(dense_ids), np.float32)
-            return dense_ids, view.dense.vectors(dense_ids), zeros, len(dense_ids) >= depth
+            ids = np.sort(dense_ids)  # by chunk id, as in the other modes: equal scores rank by chunk id
+            return ids, view.dense.vectors(ids), np.zeros(len(ids), np.float32), len(ids) >= depth
         lexical_ids, lexical_scores = view.lexical.search(terms, depth, options.documents)
         full = len(lexical_ids) >= depth or (dense_ids is not None and len(dense_ids) >= depth)
         proposed = [lexical_ids] if dense_ids is None else [dense_ids, lexical_ids]
