@@ -45,7 +45,13 @@ from server.retrieval.evidence import term_holdings
 from server.retrieval.ranking import Ranker, best_sentence, coverage, score
 
 CACHE = REPO / ".semqa" / "quality"
-SETS = ("dev", "scifact", "nfcorpus")
+# question sets on the corpus (a hit: a returned passage holding the evidence), then BEIR sets; "paraphrased":
+# questions written for this bench that avoid the documents' words (bench/data/paraphrased_questions.tsv)
+QUESTIONS = {
+    "dev": SHARED / "dev_questions.tsv",
+    "paraphrased": REPO / "bench" / "data" / "paraphrased_questions.tsv",
+}
+SETS = ("dev", "scifact", "nfcorpus", "paraphrased")
 SPLITS = {"scifact": "train", "nfcorpus": "test"}
 MODES = ("dense", "lexical", "hybrid")
 TOP_K = evaluation.SERVED_TOP_K
@@ -91,8 +97,8 @@ Labeller = Callable[[int, np.ndarray], tuple[np.ndarray, float]]
 
 def _labeller(name: str, texts: Sequence[str], documents: Sequence[str]) -> tuple[list[str], Labeller]:
     """The set's questions and a labeller: (question, candidate rows) -> (labels, ideal DCG@10)."""
-    if name == "dev":
-        questions = evaluation.read_questions(SHARED / "dev_questions.tsv")
+    if name in QUESTIONS:
+        questions = evaluation.read_questions(QUESTIONS[name])
         normalised = [evaluation.normalise(t) for t in texts]
 
         def label(q: int, rows: np.ndarray) -> tuple[np.ndarray, float]:
@@ -116,7 +122,9 @@ def collect(name: str, embed_title: bool) -> SetData:
     """Index the set as ``semqa eval`` does, ask every question through the searcher's steps, keep the pools."""
     settings = Settings(quiet=True)
     encoder = configured_encoder(settings, None)
-    corpus = REPO / "corpus" if name == "dev" else evaluation.read_beir(SHARED / name, SPLITS[name]).corpus
+    corpus = (
+        REPO / "corpus" if name in QUESTIONS else evaluation.read_beir(SHARED / name, SPLITS[name]).corpus
+    )
     with tempfile.TemporaryDirectory(prefix="semqa-quality-") as scratch:
         build_index(
             [corpus],
@@ -135,7 +143,7 @@ def collect(name: str, embed_title: bool) -> SetData:
         index = {d: i for i, d in enumerate(documents)}
         doc = np.array([index[r[1]] for r in live], dtype=np.int64)
         questions, label = _labeller(name, [r[3] for r in live], [r[1] for r in live])
-        beir = name != "dev"
+        beir = name not in QUESTIONS
         # what search_batch asks each retriever for at top_k 10 (grouped by document for BEIR)
         depth = searcher.config.depth(TOP_K, beir)
         vectors = encoder.encode(questions)
@@ -257,7 +265,10 @@ def model_inputs(data: SetData, pool: Pool) -> tuple[np.ndarray, np.ndarray, np.
 def served_figures(data: SetData) -> dict[str, float]:
     """The headline figure of each mode, keyed as ``semqa eval --json`` keys it."""
     shipped = Ranker.load()
-    prefix = "questions" if data.name == "dev" else f"beir:{data.name}/{SPLITS[data.name]}"
+    if data.name in QUESTIONS:  # `semqa eval --questions` names its figures "questions/<mode>"
+        prefix = "questions" if data.name == "dev" else f"questions:{data.name}"
+    else:
+        prefix = f"beir:{data.name}/{SPLITS[data.name]}"
     rankings: dict[str, Ranking] = {
         "dense": lambda p: np.where(p.in_dense, p.dense.astype(np.float64), -np.inf),
         "lexical": lambda p: np.where(p.in_lexical, p.lexical.astype(np.float64), -np.inf),

@@ -27,6 +27,7 @@ from server.retrieval.fusion import fuse, zscore
 from server.retrieval.ranking import FEATURES, Ranker, score
 
 SHIPPED = Ranker.load()
+SETS = ("dev", "scifact", "nfcorpus")  # issue 11's development sets (the pools of quality_features)
 
 
 def model(weights: dict[str, float], alpha: float = 0.4) -> Ranker:
@@ -190,7 +191,7 @@ def main() -> None:
         "--grid", action="store_true", help="also the coarse grid of every knob, chosen leave-one-set-out"
     )
     args = parser.parse_args()
-    text, titled = load_sets(embed_title=False), load_sets(embed_title=True)
+    text, titled = load_sets(False, SETS), load_sets(True, SETS)
     caches = {id(s): {n: [model_inputs(d, p) for p in d.pools] for n, d in s.items()} for s in (text, titled)}
     header = (
         "| ranking | " + " | ".join(f"{n} {d.headline}" for n, d in text.items()) + " |\n|---|---:|---:|---:|"

@@ -92,7 +92,7 @@ def main() -> None:
         + " | ".join(f"{n} {d.headline} (vs shipped; vs plain z-score 0.5)" for n, d in sets.items())
         + " |"
     )
-    print("|---|---:|---:|---:|")
+    print("|---|" + "---:|" * len(sets))
 
     def row(label: str, values: dict[str, np.ndarray]) -> None:
         cells = []

@@ -12,7 +12,7 @@ from indexer.lexical import ANALYZE, passage_body
 from server.retrieval import RetrievalConfig, Searcher, SearchOptions
 from server.retrieval.evidence import model_scores, term_holdings
 from server.retrieval.fusion import fuse
-from server.retrieval.ranking import FEATURES, Ranker, best_sentence, coverage, score
+from server.retrieval.ranking import FEATURES, Ranker, best_sentence, coverage, lexical_match, score
 
 
 def ranker(**weights: float) -> Ranker:
@@ -49,6 +49,40 @@ def test_each_feature_moves_the_passage_that_has_it():
     assert raised[2] - plain[2] > raised[1] - plain[1]
 
 
+def test_the_dense_weight_follows_how_well_the_question_words_match():
+    """A question whose words the best BM25 passage holds is fused at ``alpha``; one worded unlike the
+    passages leans on the dense side, up to ``alpha_unmatched``; feedback fades with the match."""
+    adaptive = Ranker("zscore", 0.5, 1, {f: 0.0 for f in FEATURES}, alpha_unmatched=0.7)
+    dense, lexical = np.array([0.75, 0.50, 0.20]), np.array([2.0, 6.0, 1.0])
+    vectors, zeros = np.eye(3), np.zeros(3)
+    # the best BM25 passage (1) holds all of the question's terms: alpha itself
+    assert lexical_match(lexical, np.array([0.5, 1.0, 0.5])) == 1.0
+    full = score(adaptive, dense, lexical, zeros, np.array([0.5, 1.0, 0.5]), vectors)
+    assert np.allclose(full, fuse(dense, lexical, "zscore", 0.5)) and np.argmax(full) == 1
+    # it holds a quarter of them: 0.5 + 0.2 x 0.75 = 0.65, and the dense side's favourite wins
+    partial = score(adaptive, dense, lexical, zeros, np.array([0.25, 0.25, 0.0]), vectors)
+    assert np.allclose(partial, fuse(dense, lexical, "zscore", 0.65)) and np.argmax(partial) == 0
+    # no candidate holds a question term (all BM25 zero): the whole way to alpha_unmatched
+    assert lexical_match(np.zeros(3), np.zeros(3)) == 0.0
+    assert adaptive.dense_weight(0.0) == pytest.approx(0.7) and adaptive.dense_weight(1.0) == 0.5
+    # without alpha_unmatched the weight is fixed, as the model before it
+    assert Ranker("zscore", 0.4, 1, adaptive.weights).dense_weight(0.0) == 0.4
+    # a feature scaled by the match counts fully at a full match and not at all without one
+    like_top = np.array([[1.0, 0.0], [0.0, 1.0], [0.99, 0.14]])
+    fed = Ranker("zscore", 0.5, 1, {**adaptive.weights, "feedback": 1.0}, scaled_by_match=("feedback",))
+    unfed = Ranker("zscore", 0.5, 1, adaptive.weights)
+    matched = np.array([0.5, 1.0, 0.5])
+    assert not np.allclose(
+        score(fed, dense, lexical, zeros, matched, like_top),
+        score(unfed, dense, lexical, zeros, matched, like_top),
+    )
+    unmatched = np.array([0.0, 0.0, 0.0])
+    assert np.allclose(
+        score(fed, dense, lexical, zeros, unmatched, like_top),
+        score(unfed, dense, lexical, zeros, unmatched, like_top),
+    )
+
+
 def test_the_shipped_model_loads_and_ranks(tmp_path):
     shipped = (
         Ranker.load()
@@ -69,6 +103,21 @@ def test_the_shipped_model_loads_and_ranks(tmp_path):
     )
     with pytest.raises(ValueError, match="unknown features"):
         Ranker.load(path)
+    path.write_text(
+        json.dumps(
+            {
+                "fusion": "zscore",
+                "alpha": 0.5,
+                "feedback_depth": 3,
+                "weights": {},
+                "scaled_by_match": ["title"],
+            }
+        )
+    )
+    with pytest.raises(ValueError, match="unknown features"):
+        Ranker.load(path)
+    # the shipped model leans dense for questions worded unlike the passages, and fades feedback with it
+    assert shipped.dense_weight(0.0) > shipped.dense_weight(1.0) and "feedback" in shipped.scaled_by_match
 
 
 def test_model_inputs_read_from_the_index_match_the_passages(searcher):
