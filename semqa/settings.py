@@ -92,7 +92,12 @@ class Settings(BaseSettings):
 
     # Retrieval.
     fusion: Fusion = Field("zscore", description="How hybrid mode fuses scores.")
-    fusion_alpha: float = Field(0.4, ge=0.0, le=1.0, description="Weight of the dense score in the fusion of SEMQA_RANKING=fusion (the model carries its own).")
+    fusion_alpha: float = Field(
+        0.4,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the dense score in the fusion of SEMQA_RANKING=fusion (the model carries its own).",
+    )
     highlight_alpha: float = Field(
         0.7, ge=0.0, le=1.0, description="Weight of the dense score in highlights."
     )
