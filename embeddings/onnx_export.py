@@ -48,6 +48,31 @@ def record_format(identity: str) -> int:
     return INT8_FORMAT if identity.startswith(INT8) else FLOAT32_FORMAT
 
 
+def vectors_recipe(identity: str) -> int | None:
+    """Which recipe made the vectors of backend ``identity``, where recipes differ in their vectors: the
+    int8 export's format; None for the float32 family (torch and every float32 export agree to 2.5e-7)."""
+    return INT8_FORMAT if identity.startswith(INT8) else None
+
+
+def recipe_mismatch(index_recipe: int | None, identity: str) -> str | None:
+    """Why an index whose int8 vectors ``index_recipe`` made is not quite what backend ``identity`` encodes
+    (None if it is). Not a refusal: the recipes' vectors agree to cosine 0.99 or better (BENCHMARKS.md),
+    close enough to serve and write, not close enough to call the same model."""
+    serving = vectors_recipe(identity)
+    if serving is None or index_recipe == serving:
+        return None
+    made = (
+        f"format {index_recipe}"
+        if index_recipe is not None
+        else "a format it did not record (built before it was)"
+    )
+    return (
+        f"the index's vectors were made by the int8 export of {made} and this semqa encodes with format "
+        f"{serving}: they agree to cosine 0.99 or better, so it is served, but `semqa index` re-embeds every "
+        "passage with this model (from an index built before, the next build does so by itself)"
+    )
+
+
 FLOAT32_FILE = "onnx/model.onnx"
 
 

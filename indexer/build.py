@@ -22,6 +22,7 @@ from pathlib import Path
 from embeddings import EmbeddingCache, Encoder
 from embeddings.backends import compatible
 from embeddings.files import file_lock
+from embeddings.onnx_export import vectors_recipe
 from indexer.chunking import ChunkingConfig
 from indexer.compact import finish, install
 from indexer.dense import AUTO
@@ -62,16 +63,17 @@ def store_config(encoder: Encoder, chunking: ChunkingConfig) -> StoreConfig:
         dimension=encoder.dimension,
         chunking=chunking.as_dict(),
         backend=encoder.backend,
+        int8_format=vectors_recipe(encoder.backend),
     )
 
 
 def needs_remake(stored: StoreConfig, wanted: StoreConfig) -> bool:
     """Whether passages made with ``stored`` must all be made again to serve ``wanted``: another model,
-    dimension or chunking, or vectors of an incompatible backend (torch and onnx are interchangeable)."""
-    made = (stored.model_sha256, stored.dimension, stored.chunking)
-    return made != (wanted.model_sha256, wanted.dimension, wanted.chunking) or not compatible(
-        stored.backend, wanted.backend
-    )
+    dimension or chunking, vectors of an incompatible backend (torch and onnx are interchangeable), or of
+    another int8 recipe (close, but not the model that encodes the questions)."""
+    made = (stored.model_sha256, stored.dimension, stored.chunking, stored.int8_format)
+    wants = (wanted.model_sha256, wanted.dimension, wanted.chunking, wanted.int8_format)
+    return made != wants or not compatible(stored.backend, wanted.backend)
 
 
 def imported_upserts(imported: EmbeddedPassages, skip: set[str], force: bool) -> list[Upsert]:

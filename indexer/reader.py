@@ -14,12 +14,14 @@ a rebuild), it opens that one instead. Each request reads ``reader.view`` once a
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from embeddings.backends import incompatibility
+from embeddings.onnx_export import recipe_mismatch
 from indexer.dense import DEFAULT_EFFORT, DenseIndex, SearchEffort
 from indexer.generation import (
     Generation,
@@ -32,6 +34,8 @@ from indexer.generation import (
 from indexer.layout import STORE, IndexLoadError
 from indexer.lexical import LexicalSearcher
 from indexer.store import Store, StoreView
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,9 @@ class IndexReader:
         problem = incompatibility(self.store.config.backend, backend)
         if problem is not None:
             raise IndexLoadError(problem)
+        stale = recipe_mismatch(self.store.config.int8_format, backend)
+        if stale is not None:
+            log.warning("%s: %s", index_dir, stale)
         self._lock = threading.Lock()
         self.view = self._open(current_path(index_dir))
 

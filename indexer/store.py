@@ -71,6 +71,9 @@ class StoreConfig:
     dimension: int
     chunking: dict[str, Any]
     backend: str = "torch"
+    # the int8 export's recipe format that made the vectors (``embeddings.onnx_export.vectors_recipe``);
+    # None for float32 vectors, and for int8 indexes built before semqa recorded it (format 1 or 2)
+    int8_format: int | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ exported runs on torch."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -29,7 +30,7 @@ from embeddings.backends import (
     this_cpu_quantization,
 )
 from embeddings.model import default_model_path
-from embeddings.onnx_export import RECORD, export_path, float32_matmuls, verify_export
+from embeddings.onnx_export import INT8_FORMAT, RECORD, export_path, float32_matmuls, verify_export
 from indexer import ChunkingConfig, IndexLoadError, IndexReader, build_index
 from indexer.layout import STORE
 from indexer.store import Store, StoreConfig
@@ -303,6 +304,47 @@ def test_index_records_its_backend_and_refuses_an_incompatible_one(by_backend, t
     assert rebuilt.unchanged == rebuilt.documents and Store(torch_index / STORE).config.backend == "torch"
     rebuilt = build_index([corpus], index_dir=torch_index, encoder=int8, chunking=ChunkingConfig())
     assert rebuilt.unchanged == 0 and Store(torch_index / STORE).config.backend == int8.backend
+
+
+def test_an_index_of_an_earlier_int8_recipe_is_served_with_a_warning_and_re_embedded_by_a_build(
+    by_backend, tmp_path, caplog
+):
+    """The store records which int8 export recipe made its vectors; an index of an earlier one (before it
+    was recorded, or another format) is still served, with a warning saying so, and the next `semqa index`
+    re-embeds every passage (the embedding cache keys vectors by recipe, so nothing stale comes back)."""
+    corpus = small_corpus(tmp_path / "corpus")
+    int8, torch = by_backend["onnx-int8"], by_backend["torch"]
+    index_dir = tmp_path / "int8"
+    build_index([corpus], index_dir=index_dir, encoder=int8, chunking=ChunkingConfig())
+    store = Store(index_dir / STORE)
+    assert store.config.int8_format == INT8_FORMAT
+    build_index([corpus], index_dir=tmp_path / "torch", encoder=torch, chunking=ChunkingConfig())
+    assert Store(tmp_path / "torch" / STORE).config.int8_format is None  # float32 vectors: no recipe
+
+    def load() -> IndexReader:
+        return IndexReader(
+            index_dir, model_sha256=int8.weights_sha256, dimension=int8.dimension, backend=int8.backend
+        )
+
+    with caplog.at_level(logging.WARNING, logger="indexer.reader"):
+        load()
+    assert not caplog.records  # the recipe it was built with: nothing to say
+    for earlier, said in (
+        (None, "a format it did not record"),
+        (INT8_FORMAT - 1, f"format {INT8_FORMAT - 1}"),
+    ):
+        store.set_config(dataclasses.replace(store.config, int8_format=earlier))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="indexer.reader"):
+            assert load().view.store.chunk_count > 0  # served
+        assert [r.levelno for r in caplog.records] == [logging.WARNING]
+        assert said in caplog.text and f"encodes with format {INT8_FORMAT}" in caplog.text
+        assert "`semqa index` re-embeds" in caplog.text
+    rebuilt = build_index([corpus], index_dir=index_dir, encoder=int8, chunking=ChunkingConfig())
+    assert rebuilt.unchanged == 0 and rebuilt.chunks > 0
+    assert Store(index_dir / STORE).config.int8_format == INT8_FORMAT
+    again = build_index([corpus], index_dir=index_dir, encoder=int8, chunking=ChunkingConfig())
+    assert again.unchanged == again.documents  # and once made with this recipe, nothing again
 
 
 def test_a_write_with_an_incompatible_backend_is_refused(by_backend, tmp_path):
