@@ -19,11 +19,10 @@ weight 0.4) and the plain hybrids (paired bootstrap over questions, 10,000 resam
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-from quality_features import Pool, SetData, load_sets, model_inputs, paired, per_question
+from quality_features import SetRanking, load_sets, model_inputs, paired, per_set
 
 from server.retrieval.fusion import fuse
 from server.retrieval.ranking import Ranker, score
@@ -53,12 +52,8 @@ def main() -> None:
     sets = load_sets()
     inputs = {n: [model_inputs(d, p) for p in d.pools] for n, d in sets.items()}
 
-    def figures(rank: Callable[[SetData, int, Pool], np.ndarray]) -> dict[str, np.ndarray]:
-        out = {}
-        for name, data in sets.items():
-            position = {id(p): q for q, p in enumerate(data.pools)}
-            out[name] = per_question(data, lambda p, d=data, at=position: rank(d, at[id(p)], p))
-        return out
+    def figures(rank: SetRanking) -> dict[str, np.ndarray]:
+        return per_set(sets, rank)
 
     def model(ranker: Ranker) -> dict[str, np.ndarray]:
         return figures(lambda d, q, p: score(ranker, p.dense, p.lexical, *inputs[d.name][q]))

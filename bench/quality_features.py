@@ -247,6 +247,18 @@ def per_question(data: SetData, rank: Ranking) -> np.ndarray:
     return out
 
 
+SetRanking = Callable[[SetData, int, Pool], np.ndarray]
+
+
+def per_set(sets: dict[str, SetData], rank: SetRanking) -> dict[str, np.ndarray]:
+    """``per_question`` on every set, for a ranking told the set and the question's number as well."""
+    out = {}
+    for name, data in sets.items():
+        position = {id(p): q for q, p in enumerate(data.pools)}
+        out[name] = per_question(data, lambda p, d=data, at=position: rank(d, at[id(p)], p))
+    return out
+
+
 def paired(a: np.ndarray, b: np.ndarray, rounds: int = 10_000, seed: int = 0) -> dict[str, float]:
     """Paired bootstrap over questions of mean(a - b): the difference and its standard error."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import bm25s
 import numpy as np
-from quality_features import Pool, SetData, load_sets, model_inputs, paired, per_question
+from quality_features import Pool, SetData, SetRanking, load_sets, model_inputs, paired, per_set
 
 from server.retrieval.fusion import fuse, zscore
 from server.retrieval.ranking import Ranker, score
@@ -74,12 +74,8 @@ def main() -> None:
     sets = load_sets()
     inputs = {n: [model_inputs(d, p) for p in d.pools] for n, d in sets.items()}
 
-    def figures(rank: Callable[[SetData, int, Pool], np.ndarray]) -> dict[str, np.ndarray]:
-        out = {}
-        for name, data in sets.items():
-            position = {id(p): q for q, p in enumerate(data.pools)}
-            out[name] = per_question(data, lambda p, d=data, at=position: rank(d, at[id(p)], p))
-        return out
+    def figures(rank: SetRanking) -> dict[str, np.ndarray]:
+        return per_set(sets, rank)
 
     def shipped(data: SetData, q: int, pool: Pool, lexical: np.ndarray | None = None) -> np.ndarray:
         lexical = pool.lexical if lexical is None else lexical
