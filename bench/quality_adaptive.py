@@ -22,13 +22,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from quality_features import SetRanking, load_sets, model_inputs, paired, per_set
+from quality_features import FIXED_MODEL, SetRanking, load_sets, model_inputs, paired, per_set
 
 from server.retrieval.fusion import fuse
 from server.retrieval.ranking import Ranker, score
 
 SHIPPED = Ranker.load()
-BEFORE = Ranker("zscore", 0.4, 5, {"sentence": 0.3, "coverage": 0.3, "feedback": 0.3})  # until 2026-12-07
+BEFORE = FIXED_MODEL
 SCALINGS: tuple[tuple[str, ...], ...] = ((), ("coverage",), ("feedback",), ("coverage", "feedback"))
 
 
