@@ -29,6 +29,7 @@ ANALYZER_NAME = "semqa"
 BUILD_HEAP = 256_000_000  # bytes, split over the build's threads (tantivy's minimum: 15 MB a thread)
 WRITE_HEAP = 32_000_000  # bytes, for the small commits of the write path
 DELETE_BATCH = 1000  # chunk ids per delete query
+TIE_MARGIN = 16  # hits beyond a search's k, among which equal scores at the cut are settled by chunk id
 CHUNK_ID, DOCUMENT_ID, BODY = "chunk_id", "document_id", "body"
 BM25_K1, BM25_B = 1.2, 0.75  # tantivy's (and Lucene's) BM25 parameters, which the highlighter reuses
 # Words of one character count too ("chang e 4", "tianlian 1").
@@ -222,7 +223,11 @@ class LexicalSearcher:
         if not terms:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         restrict = None if documents is None else _any_of(self._schema, DOCUMENT_ID, documents)
-        ids, scores = self._run(self._query(terms, restrict), k)
+        # a few more than k, so that passages scoring the same as the k-th are kept by chunk id rather than
+        # by where tantivy stored them (which differs between two builds of the same passages)
+        ids, scores = self._run(self._query(terms, restrict), k + TIE_MARGIN)
+        order = np.lexsort((ids, -scores))[:k]
+        ids, scores = ids[order], scores[order]
         keep = scores > 0  # under a filter, passages with none of the terms match too (score 0)
         return ids[keep], scores[keep]
 
