@@ -221,7 +221,10 @@ def load_sets(embed_title: bool = True, names: Sequence[str] = SETS) -> dict[str
             raise SystemExit(f"{path} is missing: run `python bench/quality_features.py collect{flag}` first")
         with path.open("rb") as handle:
             saved = pickle.load(handle)
-        out[name] = SetData(**{**saved, "pools": [Pool(**p) for p in saved["pools"]]})
+        try:
+            out[name] = SetData(**{**saved, "pools": [Pool(**p) for p in saved["pools"]]})
+        except TypeError as exc:  # pools collected by an earlier version of this script
+            raise SystemExit(f"{path} is from an earlier version ({exc}): run `collect` again") from exc
     return out
 
 
@@ -294,7 +297,11 @@ def served_figures(data: SetData) -> dict[str, float]:
 def check(sets: dict[str, SetData], expect: Sequence[Path]) -> int:
     expected: dict[str, dict[str, float]] = {}
     for path in expect:
-        expected.update(json.loads(path.read_text()))
+        figures = json.loads(path.read_text())
+        figures.pop("settings", None)
+        if set(figures) & set(expected):  # two `semqa eval --questions` files both name "questions/<mode>"
+            raise SystemExit(f"{path} names figures another --expect file names: give one file per set")
+        expected.update(figures)
     worst = 0.0
     for data in sets.values():
         for key, value in served_figures(data).items():

@@ -72,8 +72,14 @@ class StoreConfig:
     chunking: dict[str, Any]
     backend: str = "torch"
     # the int8 export's recipe format that made the vectors (``embeddings.onnx_export.vectors_recipe``);
-    # None for float32 vectors, and for int8 indexes built before semqa recorded it (format 1 or 2)
+    # None for float32 vectors, and for int8 indexes built before semqa recorded it
     int8_format: int | None = None
+
+    def to_json(self) -> str:
+        """As the store keeps it; an unset ``int8_format`` is left out, so that a float32 store stays
+        readable by a semqa from before the field existed."""
+        fields = {k: v for k, v in self.__dict__.items() if not (k == "int8_format" and v is None)}
+        return json.dumps(fields)
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,7 @@ class Store:
             db.executescript(SCHEMA)
             db.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
-                [("format", str(FORMAT_VERSION)), ("config", json.dumps(config.__dict__))],
+                [("format", str(FORMAT_VERSION)), ("config", config.to_json())],
             )
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
@@ -222,9 +228,7 @@ class Store:
     def set_config(self, config: StoreConfig) -> None:
         """Record what the passages are now made with (a rebuild that re-embedded everything)."""
         with self._write_lock:
-            self._writer().execute(
-                "UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(config.__dict__),)
-            )
+            self._writer().execute("UPDATE meta SET value = ? WHERE key = 'config'", (config.to_json(),))
         self.config = config
 
     # -- sequences -------------------------------------------------------------------------------------

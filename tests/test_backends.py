@@ -320,6 +320,12 @@ def test_an_index_of_an_earlier_int8_recipe_is_served_with_a_warning_and_re_embe
     assert store.config.int8_format == INT8_FORMAT
     build_index([corpus], index_dir=tmp_path / "torch", encoder=torch, chunking=ChunkingConfig())
     assert Store(tmp_path / "torch" / STORE).config.int8_format is None  # float32 vectors: no recipe
+    # ... and no key: a float32 store stays readable by a semqa from before the field existed
+    for built, recorded in (("torch", False), ("int8", True)):
+        stored = (
+            Store(tmp_path / built / STORE)._reader().execute("SELECT value FROM meta WHERE key = 'config'")
+        )
+        assert ("int8_format" in json.loads(stored.fetchone()[0])) is recorded
 
     def load() -> IndexReader:
         return IndexReader(

@@ -203,3 +203,20 @@ def test_equal_scores_rank_by_chunk_id_in_every_mode(tmp_path, encoder):
         assert first_two[0].score == first_two[1].score, mode
         assert {p.chunk.document_id for p in first_two} == {"a.txt", "b.txt"}, mode
         assert first_two[0].chunk.chunk_id < first_two[1].chunk.chunk_id, mode
+
+
+def test_grouped_query_does_not_search_deeper_for_documents_that_do_not_exist(searcher, monkeypatch):
+    """Asked for 5 documents among 2, a grouped answer holding both is complete: no deeper rounds (each
+    would read four times as many passages, for nothing; the white paper alone fills the dense side's 50)."""
+    shallow = Searcher(searcher.encoder, searcher.reader, RetrievalConfig(candidates=25))
+    dense_type = type(searcher.view.dense)
+    depths: list[int] = []  # each dense search's depth
+    real = dense_type.search
+    monkeypatch.setattr(
+        dense_type, "search", lambda self, *a, **k: depths.append(a[1]) or real(self, *a, **k)
+    )
+    two = [WHITE_PAPER, "001_c76768aa996baf89.txt"]
+    options = SearchOptions(mode="hybrid", group_by_document=True, documents=two)
+    grouped = shallow.search("When is the China Space Science Conference held?", 5, options)
+    assert {p.chunk.document_id for p in grouped} == set(two)
+    assert depths == [50]

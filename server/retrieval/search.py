@@ -114,6 +114,8 @@ class Searcher:
             if not len(allowed):
                 return [[] for _ in questions]
         depth = self.config.depth(top_k, options.group_by_document)
+        documents = view.store.document_count if options.documents is None else len(set(options.documents))
+        wanted = min(top_k, documents)  # a grouped answer cannot hold more documents than there are
         dense_found: list[tuple[np.ndarray, np.ndarray]] | None = None
         if options.mode != "lexical":
             if vectors is None:
@@ -127,9 +129,10 @@ class Searcher:
             found = None if dense_found is None else dense_found[row][0]
             passages, more = self._ranked(view, terms, idf, vector, found, depth, top_k, options)
             # Grouped by document, a few documents can hold all of both retrievers' best passages: search
-            # deeper until ``top_k`` documents are found, the retrievers run out, or the depth limit.
+            # deeper until ``top_k`` documents are found (or as many as there are), the retrievers run out,
+            # or the depth limit.
             question_depth: int | None = depth
-            while more and len(passages) < top_k and (question_depth := self.config.deeper(question_depth)):
+            while more and len(passages) < wanted and (question_depth := self.config.deeper(question_depth)):
                 if vector is not None:
                     found = view.dense.search(vector[None, :], question_depth, allowed)[0][0]
                 passages, more = self._ranked(view, terms, idf, vector, found, question_depth, top_k, options)
@@ -154,7 +157,8 @@ class Searcher:
     ) -> tuple[list[Passage], bool]:
         """The ``top_k`` best of the retrievers' ``depth`` best candidates, and whether a deeper search
         could find more for a grouped query: some retriever filled its ``depth`` and no candidate fell below
-        ``min_score`` (the ones a deeper search adds score lower)."""
+        ``min_score``. (A deeper search adds passages each retriever scores lower; in hybrid mode, whose
+        scores are relative to the candidates, any ``min_score`` that cuts one stops the deepening.)"""
         ids, candidate_vectors, lexical, full = self._candidates(
             view, terms, vector, dense_ids, depth, options
         )
