@@ -154,22 +154,18 @@ def collect(name: str, embed_title: bool) -> SetData:
         for q, question in enumerate(questions):
             terms = ANALYZE([question])[0]
             dense_ids, question_depth = found[q][0], depth
-            ids, candidate_vectors, lexical, full = searcher._candidates(
-                view, terms, vectors[q], dense_ids, depth, SearchOptions()
-            )
-            # grouped, the searcher asks deeper while its answer holds fewer than top_k documents, which
-            # (without min_score) is while the candidates do: the same rounds here
-            while (
-                beir
-                and full
-                and len(np.unique(doc[np.searchsorted(chunk_ids, ids)])) < TOP_K
-                and (deeper := searcher.config.deeper(question_depth))
-            ):
-                question_depth = deeper
-                dense_ids = view.dense.search(vectors[q : q + 1], question_depth)[0][0]
+            while True:
                 ids, candidate_vectors, lexical, full = searcher._candidates(
                     view, terms, vectors[q], dense_ids, question_depth, SearchOptions()
                 )
+                # grouped, the searcher asks deeper while its answer holds fewer than top_k documents,
+                # which (without min_score) is while the candidates do: the same rounds here
+                short = beir and full and len(np.unique(doc[np.searchsorted(chunk_ids, ids)])) < TOP_K
+                deeper = searcher.config.deeper(question_depth) if short else None
+                if deeper is None:
+                    break
+                question_depth = deeper
+                dense_ids = view.dense.search(vectors[q : q + 1], question_depth)[0][0]
             lexical_ids, _ = view.lexical.search(terms, question_depth)
             terms_of, owner, sentence_vectors = view.store.evidence(ids)
             holds, idf = term_holdings(terms_of, ids, terms, view.lexical.idf(terms))
