@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
 from indexer import ChunkingConfig, IndexReader, build_index
 from indexer.lexical import ANALYZE
-from server.retrieval import SearchOptions
+from server.retrieval import SearchOptions, highlight
 from server.retrieval.fusion import FUSIONS, fuse
 from server.retrieval.highlight import best_span
 from server.retrieval.search import RetrievalConfig, Searcher
@@ -119,6 +121,44 @@ def test_highlight_is_a_sentence_or_a_centred_window(searcher):
     dense = {(0, 31): 0.9, (32, 76): 0.1, (77, 86): 0.2}  # a strong dense signal can outvote lexical
     span = best_span(prose, analyze(["When did it open?"])[0], index.idf(terms), analyze, dense, alpha=1.0)
     assert span.text == "The symposium opened on Monday."
+
+
+def _every_window(where: dict[str, tuple[int, ...]], words: int, wanted: dict[str, float], size: int) -> int:
+    """The window ``highlight._best_start`` must find, by scoring every start: most (idf-weighted,
+    distinct) question terms, then matching words' mean position nearest the centre, then the first."""
+    scored = []
+    for start in range(words - size + 1):
+        inside = {w for t in wanted for w in where.get(t, ()) if start <= w < start + size}
+        weight = round(
+            sum(v for t, v in wanted.items() if any(start <= w < start + size for w in where.get(t, ()))), 9
+        )
+        off = abs((sum(inside) - start * len(inside)) / len(inside) - (size - 1) / 2) if inside else 0.0
+        scored.append((-weight, off, start))
+    return min(scored)[2]
+
+
+def test_a_long_sentences_window_is_the_one_scoring_every_start_would_pick():
+    rng = random.Random(5)
+    for _ in range(3000):
+        words = rng.randint(41, 130)
+        vocabulary = [f"t{i}" for i in range(rng.randint(2, 12))]
+        word_terms = [[rng.choice(vocabulary)] if rng.random() < 0.3 else [] for _ in range(words)]
+        where: dict[str, list[int]] = {}
+        for w, terms in enumerate(word_terms):
+            for term in terms:
+                where.setdefault(term, []).append(w)
+        wanted = {
+            t: rng.choice([0.5, 1.0, 2.0, rng.uniform(0.1, 5)])
+            for t in rng.sample(vocabulary, rng.randint(1, len(vocabulary)))
+        }
+        terms_at: dict[int, list[str]] = {}
+        for term in wanted:
+            for w in where.get(term, ()):
+                terms_at.setdefault(w, []).append(term)
+        size = highlight.WINDOW_WORDS
+        expected = _every_window({t: tuple(ws) for t, ws in where.items()}, words, wanted, size)
+        found = highlight._best_start(terms_at, wanted, size, words - size + 1) if terms_at else 0
+        assert found == expected, (word_terms, wanted)
 
 
 def test_highlight_answers_rather_than_repeats_the_question(searcher):
