@@ -196,14 +196,15 @@ class Searcher:
             return ids, view.dense.vectors(ids), np.zeros(len(ids), np.float32), len(ids) >= depth
         lexical_ids, lexical_scores = view.lexical.search(terms, depth, options.documents)
         full = len(lexical_ids) >= depth or (dense_ids is not None and len(dense_ids) >= depth)
-        proposed = [lexical_ids] if dense_ids is None else [dense_ids, lexical_ids]
-        ids = np.unique(np.concatenate(proposed))
-        lexical = np.zeros(len(ids), dtype=np.float32)
-        known = np.isin(ids, lexical_ids)
-        lookup = dict(zip(lexical_ids.tolist(), lexical_scores.tolist(), strict=True))
-        lexical[known] = [lookup[i] for i in ids[known].tolist()]
-        if (~known).any():
-            lexical[~known] = view.lexical.scores(terms, ids[~known])
+        # a few hundred ids at most: sets and dicts beat numpy's unique and isin at this size
+        scored = dict(zip(lexical_ids.tolist(), lexical_scores.tolist(), strict=True))
+        union = sorted(scored.keys() | set(() if dense_ids is None else dense_ids.tolist()))
+        unscored = [i for i in union if i not in scored]
+        if unscored:
+            bm25 = view.lexical.scores(terms, np.array(unscored, np.int64))
+            scored.update(zip(unscored, bm25.tolist(), strict=True))
+        ids = np.array(union, dtype=np.int64)
+        lexical = np.array([scored[i] for i in union], dtype=np.float32)
         vectors = np.zeros((0, 0), np.float32) if vector is None else view.dense.vectors(ids)
         return ids, vectors, lexical, full
 
