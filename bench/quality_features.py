@@ -179,7 +179,7 @@ def collect(name: str, embed_title: bool) -> SetData:
                     in_dense=np.isin(ids, dense_ids),
                     in_lexical=np.isin(ids, lexical_ids),
                     owner=owner,
-                    sentence_dense=sentence_vectors.astype(np.float32) @ vectors[q],
+                    sentence_dense=sentence_vectors @ vectors[q],
                     holds=holds,
                     idf=idf,
                     label=labels,

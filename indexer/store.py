@@ -24,7 +24,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -454,6 +454,19 @@ class Store:
         return StoreView(self, seq)
 
 
+def float32_rows(blobs: Iterable[bytes], dimension: int) -> np.ndarray:
+    """Stored float16 vectors (``blobs`` one after another) as float32 rows, exactly. numpy casts float16
+    one element at a time (about 2 ns each: 0.2 ms for the 260 sentence vectors of a SciFact question's
+    candidates); torch's cast uses the CPU's conversion instructions, nine times faster, and torch is
+    loaded in every process that searches (sentence-transformers imports it whatever the backend)."""
+    import torch
+
+    halves = bytearray().join(blobs)  # writable, so torch shares it instead of warning about a copy
+    if not halves:
+        return np.zeros((0, dimension), np.float32)
+    return torch.frombuffer(halves, dtype=torch.float16).float().numpy().reshape(-1, dimension)
+
+
 class StoreView:
     """Reads of the store as it was at sequence ``seq`` (thread-safe: each thread has its connection)."""
 
@@ -489,15 +502,12 @@ class StoreView:
         out: dict[int, tuple[list[tuple[int, int]], np.ndarray]] = {}
         for chunk_id, offsets, vectors in rows:
             pairs = np.frombuffer(offsets, dtype=np.int32).reshape(-1, 2)
-            out[chunk_id] = (
-                [(int(s), int(e)) for s, e in pairs],
-                np.frombuffer(vectors, dtype=np.float16).astype(np.float32).reshape(-1, dimension),
-            )
+            out[chunk_id] = ([(int(s), int(e)) for s, e in pairs], float32_rows([vectors], dimension))
         return out
 
     def evidence(self, ids: Sequence[int]) -> tuple[dict[int, str], np.ndarray, np.ndarray]:
         """What ranking reads of each passage, in one query: its distinct terms (space-separated), and all
-        its sentences' vectors, as one matrix with the row of ``ids`` each sentence belongs to."""
+        its sentences' vectors (float32), as one matrix with the row of ``ids`` each sentence belongs to."""
         dimension = self.store.config.dimension
         rows = self._select(
             "SELECT id, terms, span_vectors FROM chunks WHERE id IN ({})", [int(i) for i in ids]
@@ -505,8 +515,7 @@ class StoreView:
         row_of = {int(i): r for r, i in enumerate(ids)}
         counts = [len(r[2]) // (2 * dimension) for r in rows]
         owners = np.repeat(np.array([row_of[r[0]] for r in rows], dtype=np.int64), counts)
-        vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float16).reshape(-1, dimension)
-        return {r[0]: r[1] for r in rows}, owners, vectors
+        return {r[0]: r[1] for r in rows}, owners, float32_rows((r[2] for r in rows), dimension)
 
     def document_of(self, ids: Sequence[int]) -> dict[int, str]:
         """The document id of each chunk id (a light query: no text)."""

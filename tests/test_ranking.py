@@ -142,7 +142,7 @@ def test_model_inputs_read_from_the_index_match_the_passages(searcher):
         offsets, vectors = stored.get(int(chunk_id), ([], np.zeros((0, 384))))
         assert len(offsets) == int((owners == row).sum())
         if offsets:
-            mine = sentence_vectors[owners == row].astype(np.float32)
+            mine = sentence_vectors[owners == row]
             assert np.allclose(mine @ vector, vectors @ vector, atol=1e-5)
 
 

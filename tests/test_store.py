@@ -22,7 +22,7 @@ from indexer import build as build_module
 from indexer.generation import GENERATIONS, MANIFEST, current_path
 from indexer.layout import CURRENT, STORE
 from indexer.passages import prepare_upserts
-from indexer.store import Store
+from indexer.store import Store, float32_rows
 from server.retrieval import Searcher, SearchOptions
 
 
@@ -227,3 +227,14 @@ def test_embeddings_are_cached_by_text(small_corpus, tmp_path, encoder):
     assert all(np.array_equal(a, b) for a, b in zip(span_vectors, span_again, strict=True))
     _, _, computed = cache.encode(texts[:1], [[(0, 43)]])  # other spans of the same text: computed anew
     assert computed == 1
+
+
+def test_stored_float16_vectors_widen_exactly_to_float32():
+    every = np.arange(2**16, dtype=np.uint16).view(np.float16)
+    finite = every[np.isfinite(every)]  # 63,488 bit patterns: zeros, subnormals, normals, both signs
+    blobs = [finite[:1000].tobytes(), finite[1000:].tobytes()]
+    widened = float32_rows(blobs, 1)
+    assert widened.dtype == np.float32 and widened.shape == (len(finite), 1)
+    assert np.array_equal(widened[:, 0], finite.astype(np.float32))
+    assert np.array_equal(np.signbit(widened[:, 0]), np.signbit(finite))  # -0.0 stays -0.0
+    assert float32_rows([], 384).shape == (0, 384) and float32_rows([b""], 4).shape == (0, 4)
