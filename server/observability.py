@@ -83,25 +83,32 @@ def register_observability(app: APIFlask, searcher: Any, access: Access) -> None
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        """The request id goes on the answer; the request is counted and logged once the answer has been
+        sent (the WSGI server closes an answer after writing it, as gunicorn writes its own access log
+        then), so no client waits for the bookkeeping, and ``ms`` covers sending the answer too."""
+        started = g.get("started", time.perf_counter())
+        request_id = g.get("request_id", "")
+        response.headers["X-Request-ID"] = request_id
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        LATENCY.labels(route).observe(seconds)
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        access_log.info(
-            json.dumps(
-                {
-                    "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
-                    "request_id": g.get("request_id"),
-                    "method": request.method,
-                    "path": request.path,
-                    "route": route,
-                    "status": response.status_code,
-                    "ms": round(seconds * 1000, 2),
-                    "client": request.remote_addr,
-                }
-            )
-        )
+        method, path, client, status = request.method, request.path, request.remote_addr, response.status_code
+
+        def record() -> None:
+            seconds = time.perf_counter() - started
+            REQUESTS.labels(route, method, str(status)).inc()
+            LATENCY.labels(route).observe(seconds)
+            line = {
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "route": route,
+                "status": status,
+                "ms": round(seconds * 1000, 2),
+                "client": client,
+            }
+            access_log.info(json.dumps(line))
+
+        response.call_on_close(record)
         return response
 
     @app.get("/metrics")

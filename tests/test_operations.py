@@ -21,19 +21,23 @@ def test_request_id_is_echoed_or_made_and_logged(corpus_settings, searcher, caps
     client = create_app(corpus_settings, searcher=searcher).test_client()
     response = client.post("/ask", json={"question": "space"}, headers={"X-Request-ID": "req-42"})
     assert response.headers["X-Request-ID"] == "req-42"
-    made = client.get("/health").headers["X-Request-ID"]
-    assert len(made) == 32 and made != "req-42"
-    hostile = client.get("/health", headers={"X-Request-ID": "x" * 500}).headers["X-Request-ID"]
-    assert hostile != "x" * 500  # not echoed: only short, plain ids are
+    # Logged once the answer is closed, which a WSGI server does after sending it: no client waits for it.
+    assert "req-42" not in capsys.readouterr().err
+    response.close()
+    with client.get("/health") as made:
+        assert len(made.headers["X-Request-ID"]) == 32 and made.headers["X-Request-ID"] != "req-42"
+    with client.get("/health", headers={"X-Request-ID": "x" * 500}) as hostile:
+        assert hostile.headers["X-Request-ID"] != "x" * 500  # not echoed: only short, plain ids are
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     ask = next(line for line in lines if line["request_id"] == "req-42")
     assert ask["route"] == "/ask" and ask["status"] == 200 and ask["ms"] > 0
+    assert len(lines) == 3
 
 
 def test_metrics_in_prometheus_format(corpus_settings, searcher, corpus_build):
     client = create_app(corpus_settings, searcher=searcher).test_client()
-    client.post("/ask", json={"question": "space"})
-    client.post("/ask", json={"question": ""})
+    for body in ({"question": "space"}, {"question": ""}):
+        client.post("/ask", json=body).close()
     text = client.get("/metrics").get_data(as_text=True)
     assert 'semqa_requests_total{method="POST",route="/ask",status="200"}' in text
     assert 'semqa_requests_total{method="POST",route="/ask",status="400"}' in text
@@ -41,6 +45,27 @@ def test_metrics_in_prometheus_format(corpus_settings, searcher, corpus_build):
     assert f"semqa_chunks {float(corpus_build.chunks)}" in text
     assert "semqa_documents 5.0" in text
     assert f"semqa_index_version {float(searcher.view.seq)}" in text
+
+
+def test_every_answer_over_http_is_logged_and_counted_once_sent(corpus_settings):
+    env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir)}
+    with running_server(["--index-dir", str(corpus_settings.index_dir)], env=env) as server:
+        asked = requests.post(
+            server.url + "/ask", json={"question": "space"}, headers={"X-Request-ID": "http-7"}, timeout=60
+        )
+        refused = requests.post(server.url + "/ask", json={"question": ""}, timeout=60)
+        assert asked.status_code == 200 and asked.headers["X-Request-ID"] == "http-7"
+        assert refused.status_code == 400
+        deadline = time.monotonic() + 10  # written just after the answer was sent
+        while '"request_id": "http-7"' not in server.output and time.monotonic() < deadline:
+            time.sleep(0.05)
+        logged = [json.loads(line) for line in server.output.splitlines() if line.startswith("{")]
+        ask = next(line for line in logged if line["request_id"] == "http-7")
+        assert ask["route"] == "/ask" and ask["status"] == 200 and ask["method"] == "POST"
+        assert 0 < ask["ms"] < 60_000 and ask["client"] == "127.0.0.1"
+        metrics = requests.get(server.url + "/metrics", timeout=10).text
+        assert 'semqa_requests_total{method="POST",route="/ask",status="200"} 1.0' in metrics
+        assert 'semqa_requests_total{method="POST",route="/ask",status="400"} 1.0' in metrics
 
 
 def test_ready_and_health(corpus_settings, searcher, corpus_build):
