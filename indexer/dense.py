@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from indexer.lexical import TIE_MARGIN
+
 AUTO = "auto"
 EXACT_BELOW = 50_000  # passages; exact float32 search above this cost more than ~5 ms a question here
 # (measured before the float16 base, which halves it; the threshold was not measured again)
@@ -235,11 +237,14 @@ class _Segment:
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best of a flat list of candidates, best first (ties: first listed wins)."""
-    if len(ids) > k:
-        keep = np.argpartition(-scores, k - 1)[:k]
+    """The ``k`` best of a flat list of candidates, best first, equal scores by chunk id: which of equal
+    vectors (duplicate passages) make the cut must not depend on where they are stored, which differs
+    between two builds of the same passages. The base is asked for ``TIE_MARGIN`` more than ``k`` so that
+    the equals just past its cut are here to choose from."""
+    if len(ids) > k + TIE_MARGIN:
+        keep = np.argpartition(-scores, k + TIE_MARGIN - 1)[: k + TIE_MARGIN]
         ids, scores = ids[keep], scores[keep]
-    order = np.argsort(-scores, kind="stable")
+    order = np.lexsort((ids, -scores))[:k]
     return ids[order], scores[order]
 
 
@@ -389,6 +394,6 @@ class DenseIndex:
             mask = np.zeros(base.count, dtype=bool)
             mask[positions] = True
             bits = bitmap(mask)
-        positions, scores = base.search(queries, k, bits, self.effort)
+        positions, scores = base.search(queries, k + TIE_MARGIN, bits, self.effort)
         ids = np.asarray(base.ids)
         return [(ids[p[p >= 0]], s[p >= 0]) for p, s in zip(positions, scores, strict=True)]

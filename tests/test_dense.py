@@ -172,3 +172,14 @@ def test_a_float16_scan_is_exact_and_a_lossy_scalar_quantiser_is_not():
     assert DenseIndex.build(vectors, ids, "auto").base.kind == "exact"
     assert DenseIndex.build(vectors, ids, "SQfp16").base.kind == "exact"
     assert DenseIndex.build(vectors, ids, "SQ8").base.kind == "other"
+
+
+@pytest.mark.parametrize("factory", ["Flat", "auto"])
+def test_equal_scores_at_the_cut_are_kept_by_chunk_id_wherever_they_are_stored(factory):
+    same = unit(1, 3)
+    vectors = np.vstack([np.repeat(same, 5, axis=0), -unit(20, 4)])  # five equal, twenty far below
+    ids = np.array([40, 30, 50, 10, 20, *range(100, 120)], dtype=np.int64)  # stored out of id order
+    index = DenseIndex.build(vectors, ids, factory)
+    assert top_ids(index, same, k=2) == [[10, 20]]  # FAISS alone keeps the first stored: 40, 30
+    other = unit(1, 5)  # and among vectors written after the base, whatever their order
+    assert top_ids(index.add(np.array([60, 7]), np.repeat(other, 2, axis=0)), other, k=1) == [[7]]
