@@ -29,9 +29,12 @@ its shards equals a normal build exactly:
   highlighter compares the question with. Without them highlights use lexical evidence only.
 
 File-level key/value metadata may record provenance: ``semqa.model_name``, ``semqa.model_sha256``,
-``semqa.dimension``, ``semqa.backend``, ``semqa.chunking`` (JSON). A file whose provenance names other weights
-or another dimension than the configured model is refused, and so is one whose vectors another encoder
-backend family made (``embeddings.backends.compatible``: an int8 file in a float32 index, or the reverse).
+``semqa.dimension``, ``semqa.backend``, ``semqa.chunking`` (JSON), and for int8 vectors ``semqa.int8_format``
+(the int8 export's recipe, ``embeddings.onnx_export.vectors_recipe``). A file whose provenance names other
+weights or another dimension than the configured model is refused, and so is one whose vectors another
+encoder backend family made (``embeddings.backends.compatible``: an int8 file in a float32 index, or the
+reverse), or, in an int8 build, another int8 recipe than this semqa's or none recorded (files written before
+semqa recorded it): the recipes' vectors differ a little, and an index records one recipe for all of its.
 Without provenance the vectors are taken as made by the configured model with sentence-transformers (backend
 ``torch``, as ``SentenceTransformer.encode`` makes them): nothing can check that, so only index files
 embedded with it.
@@ -58,6 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embeddings.backends import compatible, compatible_setting
+from embeddings.onnx_export import vectors_recipe
 from indexer.chunking import chunk_id
 from indexer.documents import Chunk, Document
 from indexer.readers import CorpusError, corpus_files
@@ -76,6 +80,7 @@ SPAN_COLUMNS = ("span_starts", "span_ends", "span_vectors")
 JOIN = "\n\n"  # between passages, when the document text is rebuilt from passages without offsets
 BATCH_ROWS = 65_536  # rows per record batch read, and per row group written
 PROVENANCE_PREFIX = "semqa."
+INT8_FORMAT_KEY = "semqa.int8_format"
 UNRECORDED_BACKEND = "torch"  # the vectors of a file that names no backend: sentence-transformers' own
 
 Spans = list[tuple[int, int]]
@@ -90,14 +95,17 @@ class Provenance:
     dimension: int
     backend: str = "torch"
     chunking: Mapping[str, Any] = field(default_factory=dict)
+    int8_format: int | None = None  # the int8 export's recipe (``vectors_recipe``); None for float32
 
     def as_metadata(self) -> dict[str, str]:
+        recipe = {} if self.int8_format is None else {INT8_FORMAT_KEY: str(self.int8_format)}
         return {
             "semqa.model_name": self.model_name,
             "semqa.model_sha256": self.model_sha256,
             "semqa.dimension": str(self.dimension),
             "semqa.backend": self.backend,
             "semqa.chunking": json.dumps(dict(self.chunking), sort_keys=True),
+            **recipe,
         }
 
 
@@ -243,6 +251,18 @@ class _FileReader:
                 f"its vectors were made by encoder backend {made_by} ({said}) but this build encodes with "
                 f"{self.backend}, and their vectors differ: index it into a fresh index directory with "
                 f"--backend {compatible_setting(made_by)}, or with the default (auto), which follows the files",
+            )
+        wanted = vectors_recipe(self.backend)
+        if wanted is not None and meta.get(INT8_FORMAT_KEY) != str(wanted):
+            recorded = meta.get(INT8_FORMAT_KEY)
+            made = (
+                f"format {recorded}" if recorded else "a format it does not record (written before semqa did)"
+            )
+            raise self.fail(
+                None,
+                f"its int8 vectors were made by the int8 export of {made} and this semqa encodes with format "
+                f"{wanted}: their vectors differ a little and an index holds one recipe's, so embed its "
+                "passages again with this semqa (a Ray build makes its shards again by itself)",
             )
         sha = meta.get("semqa.model_sha256", "")
         if sha and self.model_sha256 and sha.lower() != self.model_sha256.lower():

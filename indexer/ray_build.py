@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from embeddings import EmbeddingCache, Encoder, ModelError
+from embeddings.onnx_export import vectors_recipe
 from indexer.build import BuildReport, build_index
 from indexer.chunking import ChunkingConfig
 from indexer.dense import AUTO
@@ -118,8 +119,14 @@ def _backend(encoder: Encoder) -> str:
 
 
 def provenance(encoder: Encoder, chunking: ChunkingConfig) -> Provenance:
+    backend = _backend(encoder)
     return Provenance(
-        encoder.name, encoder.weights_sha256, encoder.dimension, _backend(encoder), chunking.as_dict()
+        encoder.name,
+        encoder.weights_sha256,
+        encoder.dimension,
+        backend,
+        chunking.as_dict(),
+        int8_format=vectors_recipe(backend),
     )
 
 

@@ -251,3 +251,31 @@ def test_vectors_of_another_backend_family_are_refused_and_auto_follows_the_file
     assert embedded_backend([CORPUS]) is None  # nothing embedded: the default for a new index applies
     with pytest.raises(CorpusError, match="one index takes one of them"):
         embedded_backend([tmp_path])
+
+
+def test_an_int8_build_takes_only_files_of_its_own_int8_recipe(tmp_path):
+    """Int8 exports of other recipes make slightly different vectors and an index records one recipe for
+    all of its vectors: a file recording another recipe, or none (written before semqa recorded it), is
+    refused by an int8 build; one recording this semqa's is read."""
+    from embeddings.onnx_export import INT8_FORMAT
+
+    backend = "onnx-int8-avx512_vnni"
+    table = minimal([("a", "One passage.")])
+    cases = {"none": {}, "other": {"semqa.int8_format": str(INT8_FORMAT - 1)}}
+    cases["ours"] = {"semqa.int8_format": str(INT8_FORMAT)}
+    for name, recipe in cases.items():
+        pq.write_table(
+            table.replace_schema_metadata({"semqa.backend": backend, **recipe}), tmp_path / f"{name}.parquet"
+        )
+    assert read_passages(
+        [tmp_path / "ours.parquet"], model_sha256="", dimension=DIM, backend=backend
+    ).documents
+    with pytest.raises(CorpusError, match="a format it does not record") as unrecorded:
+        read_passages([tmp_path / "none.parquet"], model_sha256="", dimension=DIM, backend=backend)
+    assert f"this semqa encodes with format {INT8_FORMAT}" in str(unrecorded.value)
+    with pytest.raises(CorpusError, match=f"the int8 export of format {INT8_FORMAT - 1} "):
+        read_passages([tmp_path / "other.parquet"], model_sha256="", dimension=DIM, backend=backend)
+    # What the Ray build writes records the recipe, so its shards are named (and made again) by it too.
+    made = Provenance("m", "sha", DIM, backend, {}, int8_format=INT8_FORMAT).as_metadata()
+    assert made["semqa.int8_format"] == str(INT8_FORMAT)
+    assert "semqa.int8_format" not in Provenance("m", "sha", DIM, "onnx").as_metadata()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -23,9 +24,10 @@ import requests
 from embeddings import EmbeddingCache, load_encoder
 from embeddings.backends import backend_setting
 from indexer import ChunkingConfig, CorpusError, IndexReader, build_index
+from indexer.documents import Document
 from indexer.generation import GENERATIONS
 from indexer.layout import CURRENT, STORE
-from indexer.ray_build import RayOptions, build_index_with_ray
+from indexer.ray_build import RayOptions, build_index_with_ray, provenance, shard_key
 from indexer.store import LIVE, Store
 from semqa.evaluation import read_questions
 from semqa.launch import running_server
@@ -282,3 +284,21 @@ def test_gpu_actors_build_float32_and_refuse_an_int8_index(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "GPU actors run torch" in error and "--backend torch" in error
     assert not (tmp_path / "index" / CURRENT).exists()
+
+
+def test_shards_record_and_are_named_by_the_int8_recipe():
+    """A rerun reuses a finished shard only if it would make the same one: after the int8 export's recipe
+    changes, shards of the old recipe are made again rather than imported as today's vectors."""
+    from types import SimpleNamespace
+
+    from embeddings.onnx_export import INT8_FORMAT
+
+    int8 = SimpleNamespace(name="m", weights_sha256="sha", dimension=384, backend="onnx-int8-avx512_vnni")
+    made = provenance(int8, ChunkingConfig())  # type: ignore[arg-type]
+    assert made.int8_format == INT8_FORMAT
+    documents = [Document("a.txt", "One document.")]
+    assert shard_key(documents, made) != shard_key(documents, replace(made, int8_format=INT8_FORMAT - 1))
+    float32 = provenance(
+        SimpleNamespace(name="m", weights_sha256="sha", dimension=384, backend="onnx"), ChunkingConfig()
+    )  # type: ignore[arg-type]
+    assert float32.int8_format is None
