@@ -239,10 +239,12 @@ class _Segment:
 def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best of a flat list of candidates, best first, equal scores by chunk id: which of equal
     vectors (duplicate passages) make the cut must not depend on where they are stored, which differs
-    between two builds of the same passages. The base is asked for ``TIE_MARGIN`` more than ``k`` so that
-    the equals just past its cut are here to choose from."""
-    if len(ids) > k + TIE_MARGIN:
-        keep = np.argpartition(-scores, k + TIE_MARGIN - 1)[: k + TIE_MARGIN]
+    between two builds of the same passages. Every candidate scoring as the ``k``-th does is kept to choose
+    from; the base, which cuts where FAISS does, is asked for ``TIE_MARGIN`` more than ``k`` for the same
+    reason."""
+    if len(ids) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]  # the k-th best score
+        keep = scores >= kth
         ids, scores = ids[keep], scores[keep]
     order = np.lexsort((ids, -scores))[:k]
     return ids[order], scores[order]

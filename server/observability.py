@@ -85,10 +85,12 @@ def register_observability(app: APIFlask, searcher: Any, access: Access) -> None
     def _finish(response: Response) -> Response:
         """The request id goes on the answer; the request is counted and logged once the answer has been
         sent (the WSGI server closes an answer after writing it, as gunicorn writes its own access log
-        then), so no client waits for the bookkeeping, and ``ms`` covers sending the answer too."""
+        then), so no client waits for the bookkeeping, and ``ms`` covers sending the answer too. A file
+        answer (static files) is handed to the server as the file itself, which closes only the file: it is
+        counted and logged here, before it is sent."""
         started = g.get("started", time.perf_counter())
-        request_id = g.get("request_id", "")
-        response.headers["X-Request-ID"] = request_id
+        request_id = g.get("request_id")
+        response.headers["X-Request-ID"] = request_id or ""
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         method, path, client, status = request.method, request.path, request.remote_addr, response.status_code
 
@@ -108,7 +110,10 @@ def register_observability(app: APIFlask, searcher: Any, access: Access) -> None
             }
             access_log.info(json.dumps(line))
 
-        response.call_on_close(record)
+        if response.direct_passthrough:
+            record()
+        else:
+            response.call_on_close(record)
         return response
 
     @app.get("/metrics")

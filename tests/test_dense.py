@@ -181,5 +181,9 @@ def test_equal_scores_at_the_cut_are_kept_by_chunk_id_wherever_they_are_stored(f
     ids = np.array([40, 30, 50, 10, 20, *range(100, 120)], dtype=np.int64)  # stored out of id order
     index = DenseIndex.build(vectors, ids, factory)
     assert top_ids(index, same, k=2) == [[10, 20]]  # FAISS alone keeps the first stored: 40, 30
-    other = unit(1, 5)  # and among vectors written after the base, whatever their order
-    assert top_ids(index.add(np.array([60, 7]), np.repeat(other, 2, axis=0)), other, k=1) == [[7]]
+    other = unit(1, 5)  # and among vectors written after the base, whatever their order or number
+    written = index.add(np.arange(300, 200, -1), np.repeat(other, 100, axis=0))
+    assert top_ids(written, other, k=2) == [[201, 202]]
+    # a small filter scores its passages exactly: all of its equals are weighed, however many
+    many = DenseIndex.build(np.repeat(same, 40, axis=0), np.arange(540, 500, -1), factory)
+    assert top_ids(many, same, k=3, allowed=np.arange(500, 541)) == [[501, 502, 503]]

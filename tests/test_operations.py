@@ -50,22 +50,34 @@ def test_metrics_in_prometheus_format(corpus_settings, searcher, corpus_build):
 def test_every_answer_over_http_is_logged_and_counted_once_sent(corpus_settings):
     env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir)}
     with running_server(["--index-dir", str(corpus_settings.index_dir)], env=env) as server:
-        asked = requests.post(
-            server.url + "/ask", json={"question": "space"}, headers={"X-Request-ID": "http-7"}, timeout=60
-        )
-        refused = requests.post(server.url + "/ask", json={"question": ""}, timeout=60)
+
+        def send(method: str, path: str, request_id: str, **kwargs) -> requests.Response:
+            return requests.request(
+                method, server.url + path, headers={"X-Request-ID": request_id}, timeout=60, **kwargs
+            )
+
+        asked = send("POST", "/ask", "http-7", json={"question": "space"})
+        refused = send("POST", "/ask", "http-8", json={"question": ""})
+        static = send("GET", "/static/app.js", "http-9")  # a file answer: the server closes only the file
         assert asked.status_code == 200 and asked.headers["X-Request-ID"] == "http-7"
-        assert refused.status_code == 400
-        deadline = time.monotonic() + 10  # written just after the answer was sent
-        while '"request_id": "http-7"' not in server.output and time.monotonic() < deadline:
+        assert refused.status_code == 400 and static.status_code == 200
+        deadline = time.monotonic() + 10  # written just after each answer was sent, counted just before
+        while time.monotonic() < deadline and not all(
+            f'"request_id": "http-{n}"' in server.output for n in (7, 8, 9)
+        ):
             time.sleep(0.05)
-        logged = [json.loads(line) for line in server.output.splitlines() if line.startswith("{")]
-        ask = next(line for line in logged if line["request_id"] == "http-7")
+        logged = {
+            line["request_id"]: line
+            for line in map(json.loads, (x for x in server.output.splitlines() if x.startswith("{")))
+        }
+        ask = logged["http-7"]
         assert ask["route"] == "/ask" and ask["status"] == 200 and ask["method"] == "POST"
         assert 0 < ask["ms"] < 60_000 and ask["client"] == "127.0.0.1"
+        assert logged["http-8"]["status"] == 400 and logged["http-9"]["path"] == "/static/app.js"
         metrics = requests.get(server.url + "/metrics", timeout=10).text
         assert 'semqa_requests_total{method="POST",route="/ask",status="200"} 1.0' in metrics
         assert 'semqa_requests_total{method="POST",route="/ask",status="400"} 1.0' in metrics
+        assert 'method="GET",route="/static/<path:filename>",status="200"} 1.0' in metrics
 
 
 def test_ready_and_health(corpus_settings, searcher, corpus_build):

@@ -129,9 +129,8 @@ def _every_window(where: dict[str, tuple[int, ...]], words: int, wanted: dict[st
     scored = []
     for start in range(words - size + 1):
         inside = {w for t in wanted for w in where.get(t, ()) if start <= w < start + size}
-        weight = round(
-            sum(v for t, v in wanted.items() if any(start <= w < start + size for w in where.get(t, ()))), 9
-        )
+        held = [v for t, v in wanted.items() if any(start <= w < start + size for w in where.get(t, ()))]
+        weight = float(np.round(sum(held), 9))  # as the numpy version rounded
         off = abs((sum(inside) - start * len(inside)) / len(inside) - (size - 1) / 2) if inside else 0.0
         scored.append((-weight, off, start))
     return min(scored)[2]
