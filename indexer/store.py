@@ -461,8 +461,9 @@ def float32_rows(blobs: Iterable[bytes], dimension: int) -> np.ndarray:
     one element at a time (about 2 ns each: 0.2 ms for the 260 sentence vectors of a SciFact question's
     candidates); torch's cast uses the CPU's conversion instructions, and torch is loaded in every process
     that searches (sentence-transformers imports it whatever the backend). The cast goes in slices that
-    torch runs on the calling thread (``SERIAL_CAST``): on its thread pool, a request would wait for threads
-    busy with other requests' encodings (measured up to 5 ms under load, against 16 us in slices)."""
+    torch runs on the calling thread (``SERIAL_CAST``): on torch's thread pool, a request would wait for
+    those threads to get a core while other requests' encodings hold both (measured up to 5 ms with the
+    other core busy, against about 30 us in slices)."""
     import torch
 
     halves = bytearray().join(blobs)  # writable, so torch shares it instead of warning about a copy
