@@ -508,10 +508,14 @@ class StoreView:
         rows = self._select(
             "SELECT id, span_offsets, span_vectors FROM chunks WHERE id IN ({})", [int(i) for i in ids]
         )
+        vectors = float32_rows((r[2] for r in rows), dimension)  # one cast for all: each costs ~8 us
         out: dict[int, tuple[list[tuple[int, int]], np.ndarray]] = {}
-        for chunk_id, offsets, vectors in rows:
+        start = 0
+        for chunk_id, offsets, blob in rows:
+            end = start + len(blob) // (2 * dimension)
             pairs = np.frombuffer(offsets, dtype=np.int32).reshape(-1, 2)
-            out[chunk_id] = ([(int(s), int(e)) for s, e in pairs], float32_rows([vectors], dimension))
+            out[chunk_id] = ([(int(s), int(e)) for s, e in pairs], vectors[start:end])
+            start = end
         return out
 
     def evidence(self, ids: Sequence[int]) -> tuple[dict[int, str], np.ndarray, np.ndarray]:
