@@ -6,7 +6,7 @@ their title, the form before issue 11), the questions are embedded in one batch 
 them, and the searcher's own steps make each question's pool: ``view.dense.search`` and
 ``Searcher._candidates`` give the candidates ``/ask`` ranks at top_k 10 (the searcher's depth per
 retriever: 100 grouped by document, deeper while they hold fewer than 10 documents, ``candidates``
-otherwise) with both scores and their vectors, and ``view.store.evidence`` with
+otherwise) with both scores and their vectors, and ``view.evidence`` with
 ``evidence.term_holdings`` what the ranking model reads (stored sentence vectors, question terms held).
 The pools are pickled under ``.semqa/quality/``; a ranking (one score per candidate) is evaluated on a
 whole set in seconds, as the searcher ranks: stable sort, one passage per document for BEIR, top 10.
@@ -167,7 +167,7 @@ def collect(name: str, embed_title: bool) -> SetData:
                 question_depth = deeper
                 dense_ids = view.dense.search(vectors[q : q + 1], question_depth)[0][0]
             lexical_ids, _ = view.lexical.search(terms, question_depth)
-            terms_of, owner, sentence_vectors = view.store.evidence(ids)
+            terms_of, owner, sentence_vectors = view.evidence(ids)
             holds, idf = term_holdings(terms_of, ids, terms, view.lexical.idf(terms))
             rows = np.searchsorted(chunk_ids, ids)
             labels, ideal = label(q, rows)

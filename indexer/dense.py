@@ -333,6 +333,14 @@ class DenseIndex:
             )
         return DenseIndex(self.base, self.base_alive, segments, self.effort)
 
+    def base_rows(self, ids: np.ndarray) -> np.ndarray:
+        """The base position of each chunk id live in the base, -1 for the others (written since the base,
+        deleted, or unknown)."""
+        positions = self.base.positions(np.asarray(ids, dtype=np.int64))
+        if self.base_alive is not None:
+            positions = np.where(positions >= 0, np.where(self.base_alive[positions], positions, -1), -1)
+        return positions
+
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """The live vector of each chunk id (zeros for an id not held)."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -343,9 +351,7 @@ class DenseIndex:
             hit = rows >= 0
             hit[hit] = segment.alive[rows[hit]]
             out[hit], found[hit] = segment.vectors[rows[hit]], True
-        positions = self.base.positions(ids)
-        if self.base_alive is not None:
-            positions = np.where(positions >= 0, np.where(self.base_alive[positions], positions, -1), -1)
+        positions = self.base_rows(ids)
         take = (positions >= 0) & ~found
         out[take] = self.base.reconstruct(positions[take])
         return out

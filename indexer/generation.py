@@ -4,8 +4,10 @@ Layout of ``<index_dir>/generations/<name>/`` (``name``: a zero-padded generatio
 sequence)::
 
     manifest.json   base sequence, model, dense factory and kind, passages, and the size + sha256 of every
-                    dense file (the lexical files change after the build, so they are not listed)
+                    dense and evidence file (the lexical files change after the build, so they are not listed)
     dense/          the FAISS base of every passage live at the base sequence (indexer/dense.py)
+    evidence/       the same passages' terms and sentence offsets and vectors, as the store holds them, in
+                    the base's order (indexer/evidence.py; absent from generations built before it)
     lexical/        the tantivy index (indexer/lexical.py): built at the base sequence, then it takes every
                     later commit; the sequence it reflects is recorded in the store (``derived``)
 
@@ -30,6 +32,7 @@ import numpy as np
 from embeddings.files import fsync
 from embeddings.model import file_sha256
 from indexer.dense import DEFAULT_EFFORT, DenseIndex, SearchEffort
+from indexer.evidence import EVIDENCE_DIR, PassageEvidence, write_evidence
 from indexer.layout import CURRENT, GENERATIONS, IndexLoadError, write_atomically
 from indexer.lexical import LexicalIndex, LexicalRow
 from indexer.store import Store
@@ -79,7 +82,7 @@ def current_path(index_dir: Path) -> Path:
 
 
 def read_manifest(path: Path, *, verify: bool = True) -> GenerationManifest:
-    """A generation's manifest once every dense file it lists has its recorded size (and, with ``verify``,
+    """A generation's manifest once every file it lists has its recorded size (and, with ``verify``,
     sha256); ``IndexLoadError`` naming the file otherwise."""
     manifest_path = path / MANIFEST
     try:
@@ -115,6 +118,7 @@ class Generation:
     manifest: GenerationManifest
     dense: DenseIndex
     lexical: LexicalIndex
+    evidence: PassageEvidence | None  # None for a generation built before evidence files
 
     @property
     def name(self) -> str:
@@ -135,7 +139,15 @@ def open_generation(path: Path, *, effort: SearchEffort = DEFAULT_EFFORT, verify
         raise IndexLoadError(
             f"{path / LEXICAL_DIR} cannot be read ({exc}); rebuild with `semqa index`"
         ) from exc
-    return Generation(path, manifest, dense, lexical)
+    evidence = None
+    if any(name.startswith(f"{EVIDENCE_DIR}/") for name in manifest.files):
+        try:
+            evidence = PassageEvidence(path / EVIDENCE_DIR, manifest.dimension)
+        except (ValueError, OSError) as exc:
+            raise IndexLoadError(
+                f"{path / EVIDENCE_DIR} cannot be read ({exc}); rebuild with `semqa index`"
+            ) from exc
+    return Generation(path, manifest, dense, lexical, evidence)
 
 
 def _live_vectors(store: Store, seq: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +172,10 @@ def build_generation(index_dir: Path, store: Store, seq: int, factory: str) -> P
         ids, vectors = _live_vectors(store, seq)
         dense = DenseIndex.build(vectors, ids, factory)
         del vectors
-        dense_files = dense.base.save(tmp / DENSE_DIR)
+        listed = dense.base.save(tmp / DENSE_DIR)
+        listed += write_evidence(
+            tmp / EVIDENCE_DIR, store.live_evidence(seq), dense.base.ids, store.config.dimension
+        )
         LexicalIndex.build(tmp / LEXICAL_DIR, (LexicalRow(*row) for row in store.live_texts(seq)))
         manifest = GenerationManifest(
             base_seq=seq,
@@ -173,7 +188,7 @@ def build_generation(index_dir: Path, store: Store, seq: int, factory: str) -> P
             seconds=round(time.perf_counter() - started, 3),
             files={
                 p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-                for p in dense_files
+                for p in listed
             },
         )
         (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True))

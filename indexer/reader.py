@@ -17,12 +17,16 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from embeddings.backends import incompatibility
 from embeddings.onnx_export import recipe_mismatch
 from indexer.dense import DEFAULT_EFFORT, DenseIndex, SearchEffort
+from indexer.evidence import PassageEvidence
 from indexer.generation import (
     Generation,
     GenerationManifest,
@@ -33,7 +37,7 @@ from indexer.generation import (
 )
 from indexer.layout import STORE, IndexLoadError
 from indexer.lexical import LexicalSearcher
-from indexer.store import Store, StoreView
+from indexer.store import Store, StoreView, widen
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,54 @@ class IndexView:
     @property
     def manifest(self) -> GenerationManifest:
         return self.generation.manifest
+
+    def _split(self, ids: np.ndarray) -> tuple[PassageEvidence | None, np.ndarray, np.ndarray]:
+        """The generation's evidence files, and which of ``ids`` they hold (their base rows) and which the
+        store must give (indices into ``ids``): passages written since the base, and every passage of a
+        generation built before evidence files."""
+        files = self.generation.evidence
+        if files is None:
+            return None, np.zeros(0, np.int64), np.arange(len(ids))
+        rows = self.dense.base_rows(ids)
+        return files, rows, np.flatnonzero(rows < 0)
+
+    def evidence(self, ids: np.ndarray) -> tuple[dict[int, str], np.ndarray, np.ndarray]:
+        """What ranking reads of each passage: ``StoreView.evidence``'s answer (terms, and every sentence
+        vector with the row of ``ids`` it belongs to), from the evidence files where they hold it."""
+        ids = np.asarray(ids, dtype=np.int64)
+        files, rows, rest = self._split(ids)
+        if files is None or len(rest) == len(ids):
+            return self.store.evidence(ids)
+        held = np.flatnonzero(rows >= 0)
+        terms_of = dict(zip(ids[held].tolist(), files.terms(rows[held]), strict=True))
+        counts, _, halves = files.sentences(rows[held])
+        owners, vectors = np.repeat(held, counts), widen(halves)
+        if len(rest):
+            more_terms, more_owners, more_vectors = self.store.evidence(ids[rest])
+            terms_of.update(more_terms)
+            owners = np.concatenate([owners, rest[more_owners]])
+            vectors = np.concatenate([vectors, more_vectors])
+        return terms_of, owners, vectors
+
+    def spans(self, ids: Sequence[int]) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
+        """``StoreView.spans``: each passage's quotable sentences and their vectors, from the evidence files
+        where they hold them."""
+        chunk_ids = np.asarray(ids, dtype=np.int64)
+        files, rows, rest = self._split(chunk_ids)
+        if files is None or len(rest) == len(chunk_ids):
+            return self.store.spans(chunk_ids.tolist())
+        held = np.flatnonzero(rows >= 0)
+        counts, spans, halves = files.sentences(rows[held])
+        vectors, pairs = widen(halves), spans.tolist()
+        out = self.store.spans(chunk_ids[rest].tolist()) if len(rest) else {}
+        start = 0
+        for chunk_id, count in zip(chunk_ids[held].tolist(), counts.tolist(), strict=True):
+            out[chunk_id] = (
+                [(s, e) for s, e in pairs[start : start + count]],
+                vectors[start : start + count],
+            )
+            start += count
+        return out
 
 
 def _check_model(store: Store, model_sha256: str, dimension: int) -> None:

@@ -409,6 +409,11 @@ class Store:
             vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, dimension)
             yield np.array([r[0] for r in rows], dtype=np.int64), vectors
 
+    def live_evidence(self, seq: int, batch: int = 20_000) -> Iterator[tuple[int, str, bytes, bytes]]:
+        """(chunk id, terms, span offsets, span vectors) of every passage live at ``seq``, by id."""
+        for rows in self._scan("id, terms, span_offsets, span_vectors", seq, batch):
+            yield from rows
+
     def live_texts(self, seq: int, batch: int = 20_000) -> Iterator[tuple[int, str, str, str]]:
         """(chunk id, document id, title, text) of every passage live at ``seq``, by id."""
         for rows in self._scan("id, document_id, title, text", seq, batch):
@@ -457,23 +462,28 @@ class Store:
 
 
 def float32_rows(blobs: Iterable[bytes], dimension: int) -> np.ndarray:
-    """Stored float16 vectors (``blobs`` one after another) as float32 rows, exactly. numpy casts float16
-    one element at a time (about 2 ns each: 0.2 ms for the 260 sentence vectors of a SciFact question's
-    candidates); torch's cast uses the CPU's conversion instructions, and torch is loaded in every process
-    that searches (sentence-transformers imports it whatever the backend). The cast goes in slices that
-    torch runs on the calling thread (``SERIAL_CAST``): on torch's thread pool, a request would wait for
-    those threads to get a core while other requests' encodings hold both (measured up to 5 ms with the
-    other core busy, against about 30 us in slices)."""
+    """Stored float16 vectors (``blobs`` one after another) as float32 rows, exactly (``widen``)."""
+    halves = bytearray().join(blobs)  # writable, so torch shares it instead of warning about a copy
+    return widen(np.frombuffer(halves, np.float16).reshape(-1, dimension))
+
+
+def widen(halves: np.ndarray) -> np.ndarray:
+    """float16 rows (a writable array: torch shares its memory) as float32 rows, exactly. numpy casts
+    float16 one element at a time (about 2 ns each: 0.2 ms for the 260 sentence vectors of a SciFact
+    question's candidates); torch's cast uses the CPU's conversion instructions, and torch is loaded in
+    every process that searches (sentence-transformers imports it whatever the backend). The cast goes in
+    slices that torch runs on the calling thread (``SERIAL_CAST``): on torch's thread pool, a request would
+    wait for those threads to get a core while other requests' encodings hold both (measured up to 5 ms
+    with the other core busy, against about 30 us in slices)."""
     import torch
 
-    halves = bytearray().join(blobs)  # writable, so torch shares it instead of warning about a copy
-    if not halves:
-        return np.zeros((0, dimension), np.float32)
-    source = torch.frombuffer(halves, dtype=torch.float16)
+    if not halves.size:
+        return np.zeros(halves.shape, np.float32)
+    source = torch.from_numpy(halves).reshape(-1)
     out = torch.empty(len(source), dtype=torch.float32)
     for start in range(0, len(source), SERIAL_CAST):
         out[start : start + SERIAL_CAST].copy_(source[start : start + SERIAL_CAST])
-    return out.numpy().reshape(-1, dimension)
+    return out.numpy().reshape(halves.shape)
 
 
 class StoreView:

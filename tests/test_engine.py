@@ -1,8 +1,10 @@
 """The index engine: group commit, views, recovery after a crash, compaction (also killed mid-way and with
-writes arriving meanwhile), approximate bases against exact search."""
+writes arriving meanwhile), approximate bases against exact search, the generation's evidence files."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,10 +16,11 @@ import numpy as np
 import pytest
 import requests
 
-from indexer import API_SOURCE, ChunkingConfig, Document, IndexReader, build_index
+from indexer import API_SOURCE, ChunkingConfig, Document, IndexLoadError, IndexReader, build_index
 from indexer import compact as compact_module
 from indexer.compact import compact
-from indexer.generation import GENERATIONS, current_name
+from indexer.evidence import write_evidence
+from indexer.generation import GENERATIONS, MANIFEST, current_name
 from indexer.layout import STORE, writer_lock
 from indexer.passages import prepare_upserts
 from indexer.store import Delete, Passage, Store, Upsert
@@ -281,3 +284,70 @@ def test_an_automatic_compaction_starts_after_enough_writes(index_dir, corpus_se
             server.url + "/ask", json={"question": "Which Shenzhou is number 3?", "top_k": 1}, timeout=30
         ).json()
     assert body["passages"][0]["document_id"] == "auto/3"
+
+
+def assert_evidence_as_stored(view, ids: np.ndarray) -> None:
+    """The view's evidence and spans (evidence files where they hold a passage) equal the store's own."""
+    terms, owners, vectors = view.evidence(ids)
+    stored_terms, stored_owners, stored_vectors = view.store.evidence(ids)
+    assert terms == stored_terms
+    for row in range(len(ids)):  # the store's rows and the files' may come in another order
+        assert np.array_equal(vectors[owners == row], stored_vectors[stored_owners == row])
+    spans, stored_spans = view.spans(ids.tolist()), view.store.spans(ids.tolist())
+    assert spans.keys() == stored_spans.keys()
+    for chunk_id, (offsets, sentence_vectors) in spans.items():
+        assert offsets == stored_spans[chunk_id][0]
+        assert np.array_equal(sentence_vectors, stored_spans[chunk_id][1])
+
+
+def test_evidence_files_answer_as_the_store_before_and_after_writes(index_dir, encoder):
+    reader = open_reader(index_dir, encoder)
+    view = reader.view
+    assert view.generation.evidence is not None
+    ids = np.sort(view.dense.live()[0])
+    assert_evidence_as_stored(view, ids)
+    store = reader.store
+    writer = Writer(index_dir, store)
+    replaced = "000_de246961d5590b13.txt"  # its passages die in the base and live again in a segment
+    writer.submit(upserts(encoder, store, note(1), note(2)), store.config)
+    writer.submit(
+        upserts(
+            encoder, store, note(3), Document(replaced, "The conference moved to Wuhan. It lasts a week.")
+        ),
+        store.config,
+    )
+    writer.submit([Delete("notes/2"), Delete("001_c76768aa996baf89.txt")], store.config)
+    reader.refresh()
+    view = reader.view
+    ids = np.sort(view.dense.live()[0])
+    from_files = view.dense.base_rows(ids) >= 0
+    assert from_files.any() and not from_files.all()  # both sources in one answer
+    assert_evidence_as_stored(view, ids)
+    assert_evidence_as_stored(view, ids[::7])
+
+
+def test_a_generation_without_evidence_files_reads_the_store(index_dir, encoder):
+    questions = ["How long does the 4th China Space Science Conference last?", "Which satellites relay data?"]
+    before = [Searcher(encoder, open_reader(index_dir, encoder)).search(q, 5) for q in questions]
+    generation = index_dir / GENERATIONS / current_name(index_dir)
+    manifest = json.loads((generation / MANIFEST).read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("evidence/")}
+    (generation / MANIFEST).write_text(json.dumps(manifest))
+    shutil.rmtree(generation / "evidence")  # as built before evidence files
+    reader = open_reader(index_dir, encoder)
+    assert reader.view.generation.evidence is None
+    assert [Searcher(encoder, reader).search(q, 5) for q in questions] == before
+
+
+def test_a_truncated_evidence_file_is_refused(index_dir, encoder):
+    generation = index_dir / GENERATIONS / current_name(index_dir)
+    with (generation / "evidence" / "sentences.f16").open("r+b") as handle:
+        handle.truncate(1024)
+    with pytest.raises(IndexLoadError, match="sentences.f16 is missing or truncated"):
+        open_reader(index_dir, encoder)
+
+
+def test_evidence_must_come_in_the_base_order(tmp_path):
+    rows = [(2, "b", b"", b""), (1, "a", b"", b"")]
+    with pytest.raises(ValueError, match="is not the base's row 0"):
+        write_evidence(tmp_path / "evidence", rows, np.array([1, 2]), 4)

@@ -44,7 +44,7 @@ def model_scores(
     lexical: np.ndarray,
 ) -> np.ndarray:
     """The ranking model's score of each candidate (hybrid mode); ``vectors`` are the candidates' own."""
-    terms_of, owners, sentence_vectors = view.store.evidence(ids)
+    terms_of, owners, sentence_vectors = view.evidence(ids)
     holds, term_idf = term_holdings(terms_of, ids, terms, idf)
     sentences = best_sentence(sentence_vectors @ vector, owners, dense)
     return score(ranker, dense, lexical, sentences, coverage(holds, term_idf), vectors)

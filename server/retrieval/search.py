@@ -218,7 +218,7 @@ class Searcher:
         passages: list[Passage],
     ) -> list[Passage]:
         """Each passage with its best span (lexical evidence only in lexical mode: no question vector)."""
-        stored = {} if vector is None else view.store.spans([p.chunk.chunk_id for p in passages])
+        stored = {} if vector is None else view.spans([p.chunk.chunk_id for p in passages])
         highlighted = []
         for p in passages:
             offsets, vectors = stored.get(p.chunk.chunk_id, ([], None))
