@@ -27,6 +27,7 @@ from embeddings.backends import incompatibility
 from embeddings.onnx_export import recipe_mismatch
 from indexer.dense import DEFAULT_EFFORT, DenseIndex, SearchEffort
 from indexer.evidence import PassageEvidence
+from indexer.float16 import widen
 from indexer.generation import (
     Generation,
     GenerationManifest,
@@ -37,7 +38,7 @@ from indexer.generation import (
 )
 from indexer.layout import STORE, IndexLoadError
 from indexer.lexical import LexicalSearcher
-from indexer.store import Store, StoreView, widen
+from indexer.store import Store, StoreView
 
 log = logging.getLogger(__name__)
 

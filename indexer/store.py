@@ -33,12 +33,11 @@ from typing import Any
 import numpy as np
 
 from indexer.documents import Chunk, Document
+from indexer.float16 import widen
 from indexer.layout import IndexLoadError
 from indexer.lexical import ANALYZE, passage_body
 
 FORMAT_VERSION = 4  # 4: the segment store (one SQLite store, derived generations)
-# torch splits an element-wise operation across its threads above this many elements (at::internal::GRAIN_SIZE)
-SERIAL_CAST = 32_768
 SQL_BATCH = 500  # values per IN (...), under SQLite's variable limit on any version
 READ_MMAP_BYTES = 1 << 30  # per read-only connection, address space only (SQLite caps it at its own maximum)
 LIVE = "seq <= :s AND (dseq IS NULL OR dseq > :s)"  # a row live at sequence :s
@@ -465,25 +464,6 @@ def float32_rows(blobs: Iterable[bytes], dimension: int) -> np.ndarray:
     """Stored float16 vectors (``blobs`` one after another) as float32 rows, exactly (``widen``)."""
     halves = bytearray().join(blobs)  # writable, so torch shares it instead of warning about a copy
     return widen(np.frombuffer(halves, np.float16).reshape(-1, dimension))
-
-
-def widen(halves: np.ndarray) -> np.ndarray:
-    """float16 rows (a writable array: torch shares its memory) as float32 rows, exactly. numpy casts
-    float16 one element at a time (about 2 ns each: 0.2 ms for the 260 sentence vectors of a SciFact
-    question's candidates); torch's cast uses the CPU's conversion instructions, and torch is loaded in
-    every process that searches (sentence-transformers imports it whatever the backend). The cast goes in
-    slices that torch runs on the calling thread (``SERIAL_CAST``): on torch's thread pool, a request would
-    wait for those threads to get a core while other requests' encodings hold both (measured up to 5 ms
-    with the other core busy, against about 30 us in slices)."""
-    import torch
-
-    if not halves.size:
-        return np.zeros(halves.shape, np.float32)
-    source = torch.from_numpy(halves).reshape(-1)
-    out = torch.empty(len(source), dtype=torch.float32)
-    for start in range(0, len(source), SERIAL_CAST):
-        out[start : start + SERIAL_CAST].copy_(source[start : start + SERIAL_CAST])
-    return out.numpy().reshape(halves.shape)
 
 
 class StoreView:
