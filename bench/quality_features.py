@@ -167,8 +167,8 @@ def collect(name: str, embed_title: bool) -> SetData:
                 question_depth = deeper
                 dense_ids = view.dense.search(vectors[q : q + 1], question_depth)[0][0]
             lexical_ids, _ = view.lexical.search(terms, question_depth)
-            terms_of, owner, sentence_vectors = view.evidence(ids)
-            holds, idf = term_holdings(terms_of, ids, terms, view.lexical.idf(terms))
+            evidence = view.evidence(ids)
+            holds, idf = term_holdings(evidence.terms, ids, terms, view.lexical.idf(terms))
             rows = np.searchsorted(chunk_ids, ids)
             labels, ideal = label(q, rows)
             pools.append(
@@ -178,8 +178,8 @@ def collect(name: str, embed_title: bool) -> SetData:
                     lexical=lexical,
                     in_dense=np.isin(ids, dense_ids),
                     in_lexical=np.isin(ids, lexical_ids),
-                    owner=owner,
-                    sentence_dense=sentence_vectors @ vectors[q],
+                    owner=evidence.owners,
+                    sentence_dense=evidence.vectors @ vectors[q],
                     holds=holds,
                     idf=idf,
                     label=labels,

@@ -21,7 +21,8 @@ Layout of ``<generation>/evidence/``::
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,28 @@ TERM_STARTS = "term_starts.npy"
 SENTENCES = "sentences.f16"
 SENTENCE_SPANS = "sentence_spans.i32"
 SENTENCE_STARTS = "sentence_starts.npy"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What ranking and highlights read of a question's candidates, read once for both: per passage its
+    distinct analysed terms (space-separated), and all their sentences, each with the row of ``ids`` it
+    belongs to, its offsets in its passage's text and its vector."""
+
+    ids: np.ndarray  # the candidates' chunk ids
+    terms: dict[int, str]
+    owners: np.ndarray  # sentence -> row in ``ids``
+    spans: np.ndarray  # sentence -> (start, end), int32
+    vectors: np.ndarray  # sentence -> float32 vector
+
+    def sentences(self, chunk_ids: Sequence[int]) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
+        """``StoreView.spans``'s answer for some of the candidates: each one's sentence offsets and vectors."""
+        row_of = {chunk_id: row for row, chunk_id in enumerate(self.ids.tolist())}
+        out = {}
+        for chunk_id in chunk_ids:
+            held = np.flatnonzero(self.owners == row_of[chunk_id])
+            out[chunk_id] = ([(s, e) for s, e in self.spans[held].tolist()], self.vectors[held])
+        return out
 
 
 def write_evidence(

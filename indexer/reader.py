@@ -26,7 +26,7 @@ import numpy as np
 from embeddings.backends import incompatibility
 from embeddings.onnx_export import recipe_mismatch
 from indexer.dense import DEFAULT_EFFORT, DenseIndex, SearchEffort
-from indexer.evidence import PassageEvidence
+from indexer.evidence import Evidence, PassageEvidence
 from indexer.float16 import widen
 from indexer.generation import (
     Generation,
@@ -70,23 +70,24 @@ class IndexView:
         rows = self.dense.base_rows(ids)
         return files, rows, np.flatnonzero(rows < 0)
 
-    def evidence(self, ids: np.ndarray) -> tuple[dict[int, str], np.ndarray, np.ndarray]:
-        """What ranking reads of each passage: ``StoreView.evidence``'s answer (terms, and every sentence
-        vector with the row of ``ids`` it belongs to), from the evidence files where they hold it."""
+    def evidence(self, ids: np.ndarray) -> Evidence:
+        """What ranking and highlights read of each passage (``StoreView.evidence``'s answer), from the
+        evidence files where they hold it."""
         ids = np.asarray(ids, dtype=np.int64)
         files, rows, rest = self._split(ids)
         if files is None or len(rest) == len(ids):
             return self.store.evidence(ids)
         held = np.flatnonzero(rows >= 0)
-        terms_of = dict(zip(ids[held].tolist(), files.terms(rows[held]), strict=True))
-        counts, _, halves = files.sentences(rows[held])
+        terms = dict(zip(ids[held].tolist(), files.terms(rows[held]), strict=True))
+        counts, spans, halves = files.sentences(rows[held])
         owners, vectors = np.repeat(held, counts), widen(halves)
         if len(rest):
-            more_terms, more_owners, more_vectors = self.store.evidence(ids[rest])
-            terms_of.update(more_terms)
-            owners = np.concatenate([owners, rest[more_owners]])
-            vectors = np.concatenate([vectors, more_vectors])
-        return terms_of, owners, vectors
+            more = self.store.evidence(ids[rest])
+            terms.update(more.terms)
+            owners = np.concatenate([owners, rest[more.owners]])
+            spans = np.concatenate([spans, more.spans])
+            vectors = np.concatenate([vectors, more.vectors])
+        return Evidence(ids, terms, owners, spans, vectors)
 
     def spans(self, ids: Sequence[int]) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
         """``StoreView.spans``: each passage's quotable sentences and their vectors, from the evidence files

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from indexer.documents import Chunk, Document
+from indexer.evidence import Evidence
 from indexer.float16 import widen
 from indexer.layout import IndexLoadError
 from indexer.lexical import ANALYZE, passage_body
@@ -508,17 +509,22 @@ class StoreView:
             start = end
         return out
 
-    def evidence(self, ids: Sequence[int]) -> tuple[dict[int, str], np.ndarray, np.ndarray]:
-        """What ranking reads of each passage, in one query: its distinct terms (space-separated), and all
-        its sentences' vectors (float32), as one matrix with the row of ``ids`` each sentence belongs to."""
+    def evidence(self, ids: np.ndarray) -> Evidence:
+        """What ranking and highlights read of each passage (``Evidence``), in one query."""
+        ids = np.asarray(ids, dtype=np.int64)
         dimension = self.store.config.dimension
         rows = self._select(
-            "SELECT id, terms, span_vectors FROM chunks WHERE id IN ({})", [int(i) for i in ids]
+            "SELECT id, terms, span_offsets, span_vectors FROM chunks WHERE id IN ({})", ids.tolist()
         )
-        row_of = {int(i): r for r, i in enumerate(ids)}
-        counts = [len(r[2]) // (2 * dimension) for r in rows]
-        owners = np.repeat(np.array([row_of[r[0]] for r in rows], dtype=np.int64), counts)
-        return {r[0]: r[1] for r in rows}, owners, float32_rows((r[2] for r in rows), dimension)
+        row_of = {int(i): r for r, i in enumerate(ids.tolist())}
+        counts = [len(r[3]) // (2 * dimension) for r in rows]
+        return Evidence(
+            ids,
+            {r[0]: r[1] for r in rows},
+            np.repeat(np.array([row_of[r[0]] for r in rows], dtype=np.int64), counts),
+            np.frombuffer(b"".join(r[2] for r in rows), dtype=np.int32).reshape(-1, 2),
+            float32_rows((r[3] for r in rows), dimension),
+        )
 
     def document_of(self, ids: Sequence[int]) -> dict[int, str]:
         """The document id of each chunk id (a light query: no text)."""

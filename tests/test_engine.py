@@ -288,16 +288,19 @@ def test_an_automatic_compaction_starts_after_enough_writes(index_dir, corpus_se
 
 def assert_evidence_as_stored(view, ids: np.ndarray) -> None:
     """The view's evidence and spans (evidence files where they hold a passage) equal the store's own."""
-    terms, owners, vectors = view.evidence(ids)
-    stored_terms, stored_owners, stored_vectors = view.store.evidence(ids)
-    assert terms == stored_terms
+    evidence, stored = view.evidence(ids), view.store.evidence(ids)
+    assert evidence.terms == stored.terms
     for row in range(len(ids)):  # the store's rows and the files' may come in another order
-        assert np.array_equal(vectors[owners == row], stored_vectors[stored_owners == row])
-    spans, stored_spans = view.spans(ids.tolist()), view.store.spans(ids.tolist())
-    assert spans.keys() == stored_spans.keys()
-    for chunk_id, (offsets, sentence_vectors) in spans.items():
-        assert offsets == stored_spans[chunk_id][0]
-        assert np.array_equal(sentence_vectors, stored_spans[chunk_id][1])
+        mine, theirs = evidence.owners == row, stored.owners == row
+        assert np.array_equal(evidence.vectors[mine], stored.vectors[theirs])
+        assert np.array_equal(evidence.spans[mine], stored.spans[theirs])
+    stored_spans = view.store.spans(ids.tolist())
+    # the highlights' sentences, from the files, or from the candidates' evidence, as the store has them
+    for spans in (view.spans(ids.tolist()), evidence.sentences(ids.tolist())):
+        assert spans.keys() == stored_spans.keys()
+        for chunk_id, (offsets, sentence_vectors) in spans.items():
+            assert offsets == stored_spans[chunk_id][0]
+            assert np.array_equal(sentence_vectors, stored_spans[chunk_id][1])
 
 
 def test_evidence_files_answer_as_the_store_before_and_after_writes(index_dir, encoder):

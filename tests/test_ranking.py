@@ -128,8 +128,9 @@ def test_model_inputs_read_from_the_index_match_the_passages(searcher):
     ids = np.sort(ids)[:40]
     terms = ANALYZE([question])[0]
     idf = view.lexical.idf(terms)
-    terms_of, owners, sentence_vectors = view.store.evidence(ids)
-    holds, term_idf = term_holdings(terms_of, ids, terms, idf)
+    evidence = view.store.evidence(ids)
+    owners, sentence_vectors = evidence.owners, evidence.vectors
+    holds, term_idf = term_holdings(evidence.terms, ids, terms, idf)
     chunks = view.store.chunks(ids.tolist())
     kept = [t for t in dict.fromkeys(terms) if idf[t] > 0]
     for row, chunk_id in enumerate(ids):
@@ -166,11 +167,10 @@ def test_hybrid_search_ranks_with_the_model(searcher):
     )
     expected = model_scores(
         searcher.config.ranker,
-        view,
+        view.evidence(candidates),
         terms,
         view.lexical.idf(terms),
         vector,
-        candidates,
         vectors,
         vectors @ vector,
         lexical,

@@ -1,9 +1,9 @@
-"""What the ranking model needs about a question's candidates, read from the view being searched.
+"""What the ranking model needs about a question's candidates, from their evidence (``IndexView.evidence``).
 
 ``ranking`` itself is pure arithmetic on the arrays returned here. Per candidate it needs its unit passage
 vector (the dense side already read it), its stored sentence vectors and, per analysed question term,
-whether the passage (title + text, as indexed) holds it: the store keeps both per passage (``terms`` and
-``span_vectors``), read for all candidates in one query.
+whether the passage (title + text, as indexed) holds it: the index keeps both per passage (``terms`` and
+the sentence vectors), read for all candidates at once.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from indexer import IndexView
+from indexer.evidence import Evidence
 from server.retrieval.ranking import Ranker, best_sentence, coverage, score
 
 
@@ -34,17 +34,15 @@ def term_holdings(
 
 def model_scores(
     ranker: Ranker,
-    view: IndexView,
+    evidence: Evidence,
     terms: Sequence[str],
     idf: Mapping[str, float],
     vector: np.ndarray,
-    ids: np.ndarray,
     vectors: np.ndarray,
     dense: np.ndarray,
     lexical: np.ndarray,
 ) -> np.ndarray:
     """The ranking model's score of each candidate (hybrid mode); ``vectors`` are the candidates' own."""
-    terms_of, owners, sentence_vectors = view.evidence(ids)
-    holds, term_idf = term_holdings(terms_of, ids, terms, idf)
-    sentences = best_sentence(sentence_vectors @ vector, owners, dense)
+    holds, term_idf = term_holdings(evidence.terms, evidence.ids, terms, idf)
+    sentences = best_sentence(evidence.vectors @ vector, evidence.owners, dense)
     return score(ranker, dense, lexical, sentences, coverage(holds, term_idf), vectors)

@@ -14,6 +14,7 @@ import numpy as np
 
 from embeddings import Encoder
 from indexer import Chunk, IndexReader, IndexView
+from indexer.evidence import Evidence
 from indexer.lexical import ANALYZE, analyze_cached
 from semqa.settings import Mode
 from server.retrieval.evidence import model_scores
@@ -127,7 +128,7 @@ class Searcher:
             idf = view.lexical.idf(terms)
             vector = None if vectors is None or dense_found is None else vectors[row]
             found = None if dense_found is None else dense_found[row][0]
-            passages, more = self._ranked(view, terms, idf, vector, found, depth, top_k, options)
+            passages, more, evidence = self._ranked(view, terms, idf, vector, found, depth, top_k, options)
             # Grouped by document, a few documents can hold all of both retrievers' best passages: search
             # deeper until ``top_k`` documents are found (or as many as there are), the retrievers run out,
             # or the depth limit.
@@ -135,12 +136,14 @@ class Searcher:
             while more and len(passages) < wanted and (question_depth := self.config.deeper(question_depth)):
                 if vector is not None:
                     found = view.dense.search(vector[None, :], question_depth, allowed)[0][0]
-                passages, more = self._ranked(view, terms, idf, vector, found, question_depth, top_k, options)
+                passages, more, evidence = self._ranked(
+                    view, terms, idf, vector, found, question_depth, top_k, options
+                )
             if options.mode == "dense":  # BM25 only for what is returned: it plays no part in the ranking
                 bm25 = view.lexical.scores(terms, np.array([p.chunk.chunk_id for p in passages], np.int64))
                 passages = [replace(p, lexical_score=float(s)) for p, s in zip(passages, bm25, strict=True)]
             if options.highlight:
-                passages = self._highlight(view, question, terms, idf, vector, passages)
+                passages = self._highlight(view, question, terms, idf, vector, passages, evidence)
             results.append(passages)
         return results
 
@@ -154,18 +157,21 @@ class Searcher:
         depth: int,
         top_k: int,
         options: SearchOptions,
-    ) -> tuple[list[Passage], bool]:
-        """The ``top_k`` best of the retrievers' ``depth`` best candidates, and whether a deeper search
-        could find more for a grouped query: some retriever filled its ``depth`` and no candidate fell below
-        ``min_score``. (A deeper search adds passages each retriever scores lower; in hybrid mode, whose
-        scores are relative to the candidates, any ``min_score`` that cuts one stops the deepening.)"""
+    ) -> tuple[list[Passage], bool, Evidence | None]:
+        """The ``top_k`` best of the retrievers' ``depth`` best candidates, whether a deeper search could
+        find more for a grouped query (some retriever filled its ``depth`` and no candidate fell below
+        ``min_score``), and the candidates' evidence when the ranking model read it (the highlights use it
+        too). A deeper search adds passages each retriever scores lower; in hybrid mode, whose scores are
+        relative to the candidates, any ``min_score`` that cuts one stops the deepening."""
         ids, candidate_vectors, lexical, full = self._candidates(
             view, terms, vector, dense_ids, depth, options
         )
         dense = np.zeros(len(ids), np.float32) if vector is None else candidate_vectors @ vector
+        evidence = None
         if options.mode == "hybrid" and self.config.ranker is not None and vector is not None:
+            evidence = view.evidence(ids)
             scores = model_scores(
-                self.config.ranker, view, terms, idf, vector, ids, candidate_vectors, dense, lexical
+                self.config.ranker, evidence, terms, idf, vector, candidate_vectors, dense, lexical
             )
         elif options.mode == "dense":
             scores = dense.astype(np.float64)
@@ -175,7 +181,7 @@ class Searcher:
             scores = fuse(dense, lexical, self.config.fusion, self.config.alpha)
         passages = self._rank(view, ids, scores, dense, lexical, top_k, options)
         cut = options.min_score is not None and bool((scores < options.min_score).any())
-        return passages, options.group_by_document and full and not cut
+        return passages, options.group_by_document and full and not cut, evidence
 
     def _candidates(
         self,
@@ -216,9 +222,15 @@ class Searcher:
         idf: dict[str, float],
         vector: np.ndarray | None,
         passages: list[Passage],
+        evidence: Evidence | None,
     ) -> list[Passage]:
-        """Each passage with its best span (lexical evidence only in lexical mode: no question vector)."""
-        stored = {} if vector is None else view.spans([p.chunk.chunk_id for p in passages])
+        """Each passage with its best span (lexical evidence only in lexical mode: no question vector), its
+        sentences taken from the candidates' ``evidence`` when the ranking model read it."""
+        chunk_ids = [p.chunk.chunk_id for p in passages]
+        if vector is None:
+            stored = {}
+        else:
+            stored = view.spans(chunk_ids) if evidence is None else evidence.sentences(chunk_ids)
         highlighted = []
         for p in passages:
             offsets, vectors = stored.get(p.chunk.chunk_id, ([], None))
