@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from indexer.float16 import widen
 from indexer.lexical import TIE_MARGIN
 
 AUTO = "auto"
@@ -65,18 +64,6 @@ def resolve_factory(factory: str, count: int) -> str:
     if factory != AUTO:
         return factory
     return AUTO_EXACT if count < EXACT_BELOW else AUTO_APPROXIMATE
-
-
-def _stored_rows(index: Any) -> np.ndarray:
-    """An exact base's vectors as they are stored (float32 rows for ``Flat``, float16 for ``SQfp16``): a
-    numpy view of FAISS's own codes (memory-mapped when the base is), which lives as long as ``index``
-    does. Reading a question's candidates from it is a gather and a cast, where ``reconstruct_batch``
-    decodes one vector per call (81 against 8 us for 80 SciFact vectors in a warm loop)."""
-    import faiss
-
-    codes = faiss.rev_swig_ptr(index.codes.data(), index.ntotal * index.code_size) if index.ntotal else b""
-    dtype = np.float32 if isinstance(index, faiss.IndexFlat) else np.float16
-    return np.frombuffer(codes, dtype=np.uint8).view(dtype).reshape(index.ntotal, index.d)
 
 
 def _kind(index: Any) -> Kind:
@@ -125,7 +112,6 @@ class DenseBase:
         self.factory = factory
         self.kind = _kind(index)
         self._lookup = _IdLookup(ids)
-        self._stored = _stored_rows(index) if self.kind == "exact" else None
         if self.kind == "ivf" and len(ids):
             import faiss
 
@@ -198,9 +184,6 @@ class DenseBase:
     def reconstruct(self, positions: np.ndarray) -> np.ndarray:
         if not len(positions):
             return np.zeros((0, self.dimension), dtype=np.float32)
-        if self._stored is not None:
-            rows = self._stored[positions]
-            return rows if rows.dtype == np.float32 else widen(rows)
         return self.index.reconstruct_batch(np.ascontiguousarray(positions, dtype=np.int64))
 
     def search(

@@ -1,5 +1,5 @@
-"""float16 vectors as float32, exactly and fast: the store's and the evidence files' sentence vectors, and
-the rows of a float16 exact base, are all widened here."""
+"""float16 vectors as float32, exactly and fast: the store's and the evidence files' sentence vectors are
+widened here."""
 
 from __future__ import annotations
 

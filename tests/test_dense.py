@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.dense import EXACT_FILTER, DenseBase, DenseIndex, resolve_factory
+from indexer.dense import EXACT_FILTER, DenseIndex, resolve_factory
 
 FACTORIES = ["Flat", "HNSW32", "IVF16,Flat", "auto"]
 DIMENSION = 32
@@ -132,18 +132,6 @@ def test_a_search_runs_on_its_own_thread_count_from_any_thread(built):
     worker.join()
     assert recording.threads == [1]  # SearchEffort.threads, one by default
     assert after == [2]  # the thread's own setting is left as it was
-
-
-def test_a_base_reads_back_what_faiss_stores_as_built_and_as_opened(built, tmp_path: Path):
-    # an exact base reads its rows from FAISS's codes directly: they must be what FAISS itself decodes
-    index, _, _ = built
-    index.base.save(tmp_path / "base")
-    positions = np.array([5, 0, 599, 5, 300], dtype=np.int64)
-    for base in (index.base, DenseBase.open(tmp_path / "base")):  # in memory, then memory-mapped
-        read = base.reconstruct(positions)
-        assert read.dtype == np.float32 and read.shape == (5, DIMENSION)
-        assert np.array_equal(read, base.index.reconstruct_batch(positions))
-    assert index.base.reconstruct(np.zeros(0, np.int64)).shape == (0, DIMENSION)
 
 
 def test_save_and_open_keep_every_live_vector(built, tmp_path: Path):
