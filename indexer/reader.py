@@ -27,7 +27,6 @@ from embeddings.backends import incompatibility
 from embeddings.onnx_export import recipe_mismatch
 from indexer.dense import DEFAULT_EFFORT, DenseIndex, SearchEffort
 from indexer.evidence import Evidence, PassageEvidence
-from indexer.float16 import widen
 from indexer.generation import (
     Generation,
     GenerationManifest,
@@ -80,7 +79,7 @@ class IndexView:
         held = np.flatnonzero(rows >= 0)
         terms = dict(zip(ids[held].tolist(), files.terms(rows[held]), strict=True))
         counts, spans, halves = files.sentences(rows[held])
-        owners, vectors = np.repeat(held, counts), widen(halves)
+        owners, vectors = np.repeat(held, counts), halves.astype(np.float32)
         if len(rest):
             more = self.store.evidence(ids[rest])
             terms.update(more.terms)
@@ -98,7 +97,7 @@ class IndexView:
             return self.store.spans(chunk_ids.tolist())
         held = np.flatnonzero(rows >= 0)
         counts, spans, halves = files.sentences(rows[held])
-        vectors, pairs = widen(halves), spans.tolist()
+        vectors, pairs = halves.astype(np.float32), spans.tolist()
         out = self.store.spans(chunk_ids[rest].tolist()) if len(rest) else {}
         start = 0
         for chunk_id, count in zip(chunk_ids[held].tolist(), counts.tolist(), strict=True):
