@@ -105,10 +105,19 @@ def _mapped(path: Path) -> mmap.mmap | bytes:
 class PassageEvidence:
     """The evidence files of one generation, opened read-only; rows are the dense base's positions."""
 
-    def __init__(self, directory: Path, dimension: int) -> None:
+    def __init__(self, directory: Path, dimension: int, passages: int) -> None:
+        """Open the files of a base of ``passages`` passages; ``ValueError`` if they hold another count."""
         self._terms = _mapped(directory / TERMS)
-        self._term_starts = np.load(directory / TERM_STARTS, allow_pickle=False)
-        self._sentence_starts = np.load(directory / SENTENCE_STARTS, allow_pickle=False)
+        self._term_starts = np.load(directory / TERM_STARTS, mmap_mode="r", allow_pickle=False)
+        self._sentence_starts = np.load(directory / SENTENCE_STARTS, mmap_mode="r", allow_pickle=False)
+        if not len(self._term_starts) == len(self._sentence_starts) == passages + 1:
+            raise ValueError(
+                f"the evidence files hold {len(self._term_starts) - 1} passages, the base {passages}"
+            )
+        if int(self._term_starts[-1]) != len(self._terms):
+            raise ValueError(
+                f"{TERMS} holds {len(self._terms)} bytes, its offsets say {int(self._term_starts[-1])}"
+            )
         sentences = int(self._sentence_starts[-1])
         self._vectors = np.frombuffer(_mapped(directory / SENTENCES), np.float16).reshape(
             sentences, dimension

@@ -142,7 +142,7 @@ def open_generation(path: Path, *, effort: SearchEffort = DEFAULT_EFFORT, verify
     evidence = None
     if any(name.startswith(f"{EVIDENCE_DIR}/") for name in manifest.files):
         try:
-            evidence = PassageEvidence(path / EVIDENCE_DIR, manifest.dimension)
+            evidence = PassageEvidence(path / EVIDENCE_DIR, manifest.dimension, dense.base.count)
         except (ValueError, OSError) as exc:
             raise IndexLoadError(
                 f"{path / EVIDENCE_DIR} cannot be read ({exc}); rebuild with `semqa index`"

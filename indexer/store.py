@@ -463,8 +463,8 @@ class Store:
 def float32_rows(blobs: Iterable[bytes], dimension: int) -> np.ndarray:
     """Stored float16 vectors (``blobs`` one after another) as float32 rows, exactly. numpy's cast (about
     2 ns an element), not torch's: torch's is ten times faster in a warm loop, but inside a server, between
-    requests, its first call costs about 0.2 ms more than numpy's whole cast of a question's candidates
-    (BENCHMARKS.md, "Stop 23")."""
+    requests, it took 0.20-0.25 ms for a question's candidates against numpy's 0.07-0.15 (BENCHMARKS.md,
+    "Stop 23")."""
     return np.frombuffer(b"".join(blobs), np.float16).reshape(-1, dimension).astype(np.float32)
 
 
@@ -500,7 +500,7 @@ class StoreView:
         rows = self._select(
             "SELECT id, span_offsets, span_vectors FROM chunks WHERE id IN ({})", [int(i) for i in ids]
         )
-        vectors = float32_rows((r[2] for r in rows), dimension)  # one cast for all: each costs ~8 us
+        vectors = float32_rows((r[2] for r in rows), dimension)  # one cast for all, sliced per passage
         out: dict[int, tuple[list[tuple[int, int]], np.ndarray]] = {}
         start = 0
         for chunk_id, offsets, blob in rows:

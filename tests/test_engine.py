@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import requests
 from indexer import API_SOURCE, ChunkingConfig, Document, IndexLoadError, IndexReader, build_index
 from indexer import compact as compact_module
 from indexer.compact import compact
-from indexer.evidence import write_evidence
+from indexer.evidence import PassageEvidence, write_evidence
 from indexer.generation import GENERATIONS, MANIFEST, current_name
 from indexer.layout import STORE, writer_lock
 from indexer.passages import prepare_upserts
@@ -320,11 +321,19 @@ def test_evidence_files_answer_as_the_store_before_and_after_writes(index_dir, e
         store.config,
     )
     writer.submit([Delete("notes/2"), Delete("001_c76768aa996baf89.txt")], store.config)
+    # the same passages made again (same chunk ids, new rows): the base's rows die, the segment's live
+    kept = "002_353dd3b29b1f0b6d.txt"
+    stored = view.store.document(kept)
+    again = Document(kept, stored["text"], stored["title"], stored["metadata"], source=API_SOURCE)
+    writer.submit([replace(u, force=True) for u in upserts(encoder, store, again)], store.config)
     reader.refresh()
     view = reader.view
     ids = np.sort(view.dense.live()[0])
     from_files = view.dense.base_rows(ids) >= 0
     assert from_files.any() and not from_files.all()  # both sources in one answer
+    kept_ids = view.store.chunk_ids_of([kept])
+    assert len(kept_ids) and (view.dense.base.positions(kept_ids) >= 0).all()  # the ids are in the base
+    assert not (view.dense.base_rows(kept_ids) >= 0).any()  # but read from the store
     assert_evidence_as_stored(view, ids)
     assert_evidence_as_stored(view, ids[::7])
 
@@ -350,7 +359,11 @@ def test_a_truncated_evidence_file_is_refused(index_dir, encoder):
         open_reader(index_dir, encoder)
 
 
-def test_evidence_must_come_in_the_base_order(tmp_path):
+def test_evidence_must_come_in_the_base_order_and_match_its_size(tmp_path):
     rows = [(2, "b", b"", b""), (1, "a", b"", b"")]
     with pytest.raises(ValueError, match="is not the base's row 0"):
-        write_evidence(tmp_path / "evidence", rows, np.array([1, 2]), 4)
+        write_evidence(tmp_path / "bad", rows, np.array([1, 2]), 4)
+    write_evidence(tmp_path / "evidence", rows[::-1], np.array([1, 2]), 4)
+    assert PassageEvidence(tmp_path / "evidence", 4, 2).terms(np.array([1, 0])) == ["b", "a"]
+    with pytest.raises(ValueError, match="hold 2 passages, the base 3"):
+        PassageEvidence(tmp_path / "evidence", 4, 3)

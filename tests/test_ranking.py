@@ -128,7 +128,7 @@ def test_model_inputs_read_from_the_index_match_the_passages(searcher):
     ids = np.sort(ids)[:40]
     terms = ANALYZE([question])[0]
     idf = view.lexical.idf(terms)
-    evidence = view.store.evidence(ids)
+    evidence = view.evidence(ids)  # what ranking reads: the evidence files, here
     owners, sentence_vectors = evidence.owners, evidence.vectors
     holds, term_idf = term_holdings(evidence.terms, ids, terms, idf)
     chunks = view.store.chunks(ids.tolist())
