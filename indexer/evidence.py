@@ -48,7 +48,8 @@ class Evidence:
     vectors: np.ndarray  # sentence -> float32 vector
 
     def sentences(self, chunk_ids: Sequence[int]) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
-        """``StoreView.spans``'s answer for some of the candidates: each one's sentence offsets and vectors."""
+        """The quotable sentences of some of the candidates: each one's (start, end) offsets in its text and
+        their vectors."""
         row_of = {chunk_id: row for row, chunk_id in enumerate(self.ids.tolist())}
         out = {}
         for chunk_id in chunk_ids:

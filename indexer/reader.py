@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 from embeddings.backends import incompatibility
 from embeddings.onnx_export import recipe_mismatch
 from indexer.dense import DEFAULT_EFFORT, DenseIndex, SearchEffort
-from indexer.evidence import Evidence, PassageEvidence
+from indexer.evidence import Evidence
 from indexer.generation import (
     Generation,
     GenerationManifest,
@@ -59,24 +58,18 @@ class IndexView:
     def manifest(self) -> GenerationManifest:
         return self.generation.manifest
 
-    def _split(self, ids: np.ndarray) -> tuple[PassageEvidence | None, np.ndarray, np.ndarray]:
-        """The generation's evidence files, and which of ``ids`` they hold (their base rows) and which the
-        store must give (indices into ``ids``): passages written since the base, and every passage of a
-        generation built before evidence files."""
-        files = self.generation.evidence
-        if files is None:
-            return None, np.zeros(0, np.int64), np.arange(len(ids))
-        rows = self.dense.base_rows(ids)
-        return files, rows, np.flatnonzero(rows < 0)
-
     def evidence(self, ids: np.ndarray) -> Evidence:
         """What ranking and highlights read of each passage (``StoreView.evidence``'s answer), from the
-        evidence files where they hold it."""
+        generation's evidence files where they hold it: the store gives the passages written since the base,
+        and every passage of a generation built before evidence files."""
         ids = np.asarray(ids, dtype=np.int64)
-        files, rows, rest = self._split(ids)
-        if files is None or len(rest) == len(ids):
+        files = self.generation.evidence
+        if files is None:
             return self.store.evidence(ids)
-        held = np.flatnonzero(rows >= 0)
+        rows = self.dense.base_rows(ids)
+        held, rest = np.flatnonzero(rows >= 0), np.flatnonzero(rows < 0)
+        if not len(held):
+            return self.store.evidence(ids)
         terms = dict(zip(ids[held].tolist(), files.terms(rows[held]), strict=True))
         counts, spans, halves = files.sentences(rows[held])
         owners, vectors = np.repeat(held, counts), halves.astype(np.float32)
@@ -87,26 +80,6 @@ class IndexView:
             spans = np.concatenate([spans, more.spans])
             vectors = np.concatenate([vectors, more.vectors])
         return Evidence(ids, terms, owners, spans, vectors)
-
-    def spans(self, ids: Sequence[int]) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
-        """``StoreView.spans``: each passage's quotable sentences and their vectors, from the evidence files
-        where they hold them."""
-        chunk_ids = np.asarray(ids, dtype=np.int64)
-        files, rows, rest = self._split(chunk_ids)
-        if files is None or len(rest) == len(chunk_ids):
-            return self.store.spans(chunk_ids.tolist())
-        held = np.flatnonzero(rows >= 0)
-        counts, spans, halves = files.sentences(rows[held])
-        vectors, pairs = halves.astype(np.float32), spans.tolist()
-        out = self.store.spans(chunk_ids[rest].tolist()) if len(rest) else {}
-        start = 0
-        for chunk_id, count in zip(chunk_ids[held].tolist(), counts.tolist(), strict=True):
-            out[chunk_id] = (
-                [(s, e) for s, e in pairs[start : start + count]],
-                vectors[start : start + count],
-            )
-            start += count
-        return out
 
 
 def _check_model(store: Store, model_sha256: str, dimension: int) -> None:

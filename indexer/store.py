@@ -494,22 +494,6 @@ class StoreView:
         )
         return {r[0]: Chunk(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows}
 
-    def spans(self, ids: Sequence[int]) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
-        """The quotable sentences of each passage (offsets in its text) and their vectors."""
-        dimension = self.store.config.dimension
-        rows = self._select(
-            "SELECT id, span_offsets, span_vectors FROM chunks WHERE id IN ({})", [int(i) for i in ids]
-        )
-        vectors = float32_rows((r[2] for r in rows), dimension)  # one cast for all, sliced per passage
-        out: dict[int, tuple[list[tuple[int, int]], np.ndarray]] = {}
-        start = 0
-        for chunk_id, offsets, blob in rows:
-            end = start + len(blob) // (2 * dimension)
-            pairs = np.frombuffer(offsets, dtype=np.int32).reshape(-1, 2)
-            out[chunk_id] = ([(int(s), int(e)) for s, e in pairs], vectors[start:end])
-            start = end
-        return out
-
     def evidence(self, ids: np.ndarray) -> Evidence:
         """What ranking and highlights read of each passage (``Evidence``), in one query."""
         ids = np.asarray(ids, dtype=np.int64)

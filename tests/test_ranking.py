@@ -138,7 +138,7 @@ def test_model_inputs_read_from_the_index_match_the_passages(searcher):
         indexed = set(ANALYZE([passage_body(chunk.title, chunk.text)])[0])
         assert list(holds[row]) == [t in indexed for t in kept]
     assert len(term_idf) == len(kept) and (term_idf > 0).all()
-    stored = view.store.spans(ids.tolist())
+    stored = view.store.evidence(ids).sentences(ids.tolist())
     for row, chunk_id in enumerate(ids):
         offsets, vectors = stored.get(int(chunk_id), ([], np.zeros((0, 384))))
         assert len(offsets) == int((owners == row).sum())

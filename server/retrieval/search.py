@@ -230,7 +230,8 @@ class Searcher:
         if vector is None:
             stored = {}
         else:
-            stored = view.spans(chunk_ids) if evidence is None else evidence.sentences(chunk_ids)
+            read = view.evidence(np.array(chunk_ids, np.int64)) if evidence is None else evidence
+            stored = read.sentences(chunk_ids)
         highlighted = []
         for p in passages:
             offsets, vectors = stored.get(p.chunk.chunk_id, ([], None))
