@@ -97,8 +97,16 @@ class SetData:
 Labeller = Callable[[int, np.ndarray], tuple[np.ndarray, float]]
 
 
-def _labeller(name: str, texts: Sequence[str], documents: Sequence[str]) -> tuple[list[str], Labeller]:
-    """The set's questions and a labeller: (question, candidate rows) -> (labels, ideal DCG@10)."""
+def question_texts(name: str) -> list[str]:
+    """The set's questions, in the order of its pools."""
+    if name in QUESTIONS:
+        return [q.question for q in evaluation.read_questions(QUESTIONS[name])]
+    return list(evaluation.read_beir(SHARED / name, SPLITS[name]).queries.values())
+
+
+def _labeller(name: str, texts: Sequence[str], documents: Sequence[str]) -> Labeller:
+    """A labeller of the set's questions (in ``question_texts`` order): (question, candidate rows) ->
+    (labels, ideal DCG@10)."""
     if name in QUESTIONS:
         questions = evaluation.read_questions(QUESTIONS[name])
         normalised = [evaluation.normalise(t) for t in texts]
@@ -107,7 +115,7 @@ def _labeller(name: str, texts: Sequence[str], documents: Sequence[str]) -> tupl
             evidence = evaluation.normalise(questions[q].evidence)
             return np.array([evidence in normalised[r] for r in rows], dtype=np.float64), 0.0
 
-        return [q.question for q in questions], label
+        return label
     beir = evaluation.read_beir(SHARED / name, SPLITS[name])
     query_ids = list(beir.queries)
 
@@ -117,7 +125,7 @@ def _labeller(name: str, texts: Sequence[str], documents: Sequence[str]) -> tupl
         idcg = sum(g / np.log2(i + 2) for i, g in enumerate(ideal))
         return np.array([grades.get(documents[r], 0) for r in rows], dtype=np.float64), float(idcg)
 
-    return [beir.queries[i] for i in query_ids], label_beir
+    return label_beir
 
 
 def collect(name: str, embed_title: bool) -> SetData:
@@ -144,7 +152,8 @@ def collect(name: str, embed_title: bool) -> SetData:
         documents = sorted({r[1] for r in live})
         index = {d: i for i, d in enumerate(documents)}
         doc = np.array([index[r[1]] for r in live], dtype=np.int64)
-        questions, label = _labeller(name, [r[3] for r in live], [r[1] for r in live])
+        questions = question_texts(name)
+        label = _labeller(name, [r[3] for r in live], [r[1] for r in live])
         beir = name not in QUESTIONS
         # what search_batch asks each retriever for at top_k 10 (grouped by document for BEIR)
         depth = searcher.config.depth(TOP_K, beir)

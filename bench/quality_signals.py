@@ -11,6 +11,13 @@ z-score over the question's candidates (as the shipped features are), or replaci
 - ``fields``: BM25 over the passage's text alone plus ``beta`` x BM25 over its title (bm25s, Lucene's
   k1 1.2, b 0.75, over every passage of the set), instead of one BM25 over title + text, so that a
   short passage does not count its title's terms as dense matches.
+- ``answer type``: for a question that asks for a number or a date (the highlight's test,
+  ``highlight.asks_for_number``: "how many", "when", "what year"...), whether the passage's text holds a
+  number the question does not, anywhere or within ``window`` terms of a question term (the expected
+  answer type of classic question-answering pipelines); no change for other questions;
+- ``proximity x match``: proximity with its weight multiplied by the ranking model's lexical match (the
+  share of the question's terms the best BM25 candidate holds), as the model scales feedback, so that it
+  acts on questions worded like the documents only.
 
 Each row is paired (bootstrap over questions, 10,000 resamples) against the shipped model and against the
 plain z-score 0.5 hybrid on the same pools.
@@ -21,14 +28,25 @@ plain z-score 0.5 hybrid on the same pools.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import bm25s
 import numpy as np
-from quality_features import Pool, SetData, SetRanking, load_sets, model_inputs, paired, per_set
+from quality_features import (
+    Pool,
+    SetData,
+    SetRanking,
+    load_sets,
+    model_inputs,
+    paired,
+    per_set,
+    question_texts,
+)
 
 from server.retrieval.fusion import fuse, zscore
-from server.retrieval.ranking import Ranker, score
+from server.retrieval.highlight import asks_for_number
+from server.retrieval.ranking import Ranker, lexical_match, score
 
 SHIPPED = Ranker.load()
 Signal = Callable[[Pool], np.ndarray]
@@ -50,6 +68,29 @@ def proximity(data: SetData) -> Signal:
 def length(data: SetData) -> Signal:
     body = np.log1p([len(terms) - t for terms, t in zip(data.analysed, data.title_terms, strict=True)])
     return lambda pool: body[pool.rows]
+
+
+def answer_type(data: SetData, window: int | None) -> Callable[[str, Pool], np.ndarray | None]:
+    """Per candidate of a question asking for a number: whether its text holds a number term the question
+    does not (within ``window`` terms of a question term; ``None``: anywhere). ``None`` for other questions."""
+    digit = re.compile(r"\d")
+
+    def signal(question: str, pool: Pool) -> np.ndarray | None:
+        if not asks_for_number(question):
+            return None
+        asked = set(pool.terms)
+        out = np.zeros(len(pool.rows))
+        for i, r in enumerate(pool.rows.tolist()):
+            body = data.analysed[r][data.title_terms[r] :]
+            numbers = [j for j, t in enumerate(body) if digit.search(t) and t not in asked]
+            if window is None:
+                out[i] = bool(numbers)
+            else:
+                near = [j for j, t in enumerate(body) if t in asked]
+                out[i] = any(abs(a - b) <= window for a in numbers for b in near)
+        return out
+
+    return signal
 
 
 def field_bm25(data: SetData) -> tuple[Signal, Signal]:
@@ -109,6 +150,24 @@ def main() -> None:
                 return shipped(d, q, p) + w * zscore(signals[d.name][f](p))
 
             row(f"model + {weight} x {feature}", figures(ranked))
+    for weight in (0.1, 0.2):
+
+        def matched(d: SetData, q: int, p: Pool, w: float = weight) -> np.ndarray:
+            match = lexical_match(p.lexical, inputs[d.name][q][1])
+            return shipped(d, q, p) + w * match * zscore(signals[d.name]["proximity"](p))
+
+        row(f"model + {weight} x match x proximity", figures(matched))
+    texts = {name: question_texts(name) for name in sets}
+    for window in (None, 3):
+        typed = {name: answer_type(d, window) for name, d in sets.items()}
+        for weight in (0.2, 0.3):
+
+            def answered(d: SetData, q: int, p: Pool, f=typed, w: float = weight) -> np.ndarray:
+                held = f[d.name](texts[d.name][q], p)
+                return shipped(d, q, p) + (0 if held is None else w * zscore(held))
+
+            near = "anywhere" if window is None else f"within {window} terms"
+            row(f"model + {weight} x answer type (a number {near})", figures(answered))
     by_field = {name: field_bm25(d) for name, d in sets.items()}
     for beta in (0.3, 0.5, 1.0):
 
