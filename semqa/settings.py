@@ -116,7 +116,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
     workers: int = Field(1, ge=1, le=64, description="gunicorn worker processes.")
-    threads: int = Field(4, ge=1, le=256, description="Threads per gunicorn worker.")
+    # Many, though there are few cores: a write holds its thread while its passages wait their turn in the
+    # encoder, so with 4 threads eight writing clients left questions queued behind them for seconds
+    # (bench/write_load.py, BENCHMARKS.md "Questions while documents are written"). Idle threads cost
+    # nothing, and the encoder's own pool still embeds on as many threads as there are cores.
+    threads: int = Field(32, ge=1, le=256, description="Threads per gunicorn worker.")
     max_question_chars: int = Field(1000, ge=1, description="Longest accepted question, in characters.")
     max_top_k: int = Field(50, ge=1, description="Largest accepted top_k.")
     max_batch_queries: int = Field(20, ge=1, description="Questions per POST /query.")

@@ -7,13 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import requests
 
 from indexer.generation import GENERATIONS, current_path
+from indexer.layout import writer_lock
 from semqa.launch import running_server
 from server.app import create_app
+from server.documents import SLOT_WAIT
 from tests.conftest import copy_index
 
 
@@ -184,8 +187,6 @@ def test_indexer_killed_mid_build_leaves_a_servable_index(tmp_path, cache_dir, e
 
 
 def test_server_killed_mid_upsert_keeps_every_acknowledged_write(tmp_path, corpus_build, corpus_settings):
-    import threading
-
     from semqa.launch import stop
 
     index_dir = tmp_path / "index"
@@ -243,23 +244,30 @@ def test_serve_refuses_a_damaged_index_naming_the_file(tmp_path, corpus_build, c
     assert "dense.faiss" in result.stderr and "truncated" in result.stderr
 
 
+def _held_writes(
+    url: str, numbers: list[int], answers: dict[int, requests.Response]
+) -> list[threading.Thread]:
+    """One thread per write of a small document ``held/<number>``, not started; each puts its answer in
+    ``answers``."""
+
+    def write(number: int) -> None:
+        doc = {"id": f"held/{number}", "text": f"Note {number}: the lock was held by a build."}
+        headers = {"Authorization": "Bearer k"}
+        answers[number] = requests.post(
+            url + "/documents", json={"documents": [doc]}, headers=headers, timeout=60
+        )
+
+    return [threading.Thread(target=write, args=(n,)) for n in numbers]
+
+
 def test_writes_waiting_on_the_lock_leave_a_thread_for_questions(tmp_path, corpus_build, corpus_settings):
-    import threading
-
-    from indexer.layout import writer_lock
-
     index_dir = tmp_path / "index"
     copy_index(corpus_settings.index_dir, index_dir)
     env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir), "SEMQA_API_KEYS": "k"}
-    auth = {"Authorization": "Bearer k"}
-
-    def write(number: int) -> requests.Response:
-        doc = {"id": f"held/{number}", "text": f"Note {number}: the lock was held by a build."}
-        return requests.post(server.url + "/documents", json={"documents": [doc]}, headers=auth, timeout=60)
 
     with running_server(["--index-dir", str(index_dir), "--threads", "2"], env=env) as server:
         answers: dict[int, requests.Response] = {}
-        writers = [threading.Thread(target=lambda n=n: answers.update({n: write(n)})) for n in (1, 2)]
+        writers = _held_writes(server.url, [1, 2], answers)
         with writer_lock(index_dir):  # as a long `semqa index` would: every write waits
             for thread in writers:
                 thread.start()
@@ -279,3 +287,30 @@ def test_writes_waiting_on_the_lock_leave_a_thread_for_questions(tmp_path, corpu
         assert answers[waiting].status_code == 200  # it went through once the lock was free
         listed = requests.get(server.url + "/documents?limit=100", timeout=10).json()["documents"]
         assert f"held/{waiting}" in {d["id"] for d in listed}
+
+
+def test_a_burst_of_writes_waits_its_turn_while_questions_are_answered(
+    tmp_path, corpus_build, corpus_settings
+):
+    # With 4 threads a worker (the default before), the fourth of eight concurrent writes was refused after
+    # SLOT_WAIT and questions queued behind the writes: a plain client lost writes. With the default
+    # thread count every write of a burst waits its turn and a question still finds a thread.
+    index_dir = tmp_path / "index"
+    copy_index(corpus_settings.index_dir, index_dir)
+    env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir), "SEMQA_API_KEYS": "k"}
+    with running_server(["--index-dir", str(index_dir)], env=env) as server:
+        answers: dict[int, requests.Response] = {}
+        writers = _held_writes(server.url, list(range(8)), answers)
+        with writer_lock(index_dir):  # every write reaches its worker and waits there, holding its thread
+            for thread in writers:
+                thread.start()
+            time.sleep(SLOT_WAIT + 1)  # past a write's wait for a slot: a write without one is refused by now
+            question = {"question": "Where is the 2020 China Space Conference held?"}
+            asked = requests.post(server.url + "/ask", json=question, timeout=30)
+            assert asked.status_code == 200
+            assert not answers, {n: r.status_code for n, r in answers.items()}  # every write still waits
+        for thread in writers:
+            thread.join(timeout=60)
+        assert {n: r.status_code for n, r in answers.items()} == dict.fromkeys(range(8), 200)
+        listed = requests.get(server.url + "/documents?limit=100", timeout=10).json()["documents"]
+        assert {f"held/{n}" for n in range(8)} <= {d["id"] for d in listed}
