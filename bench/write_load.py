@@ -2,7 +2,7 @@
 
 A `semqa serve` (one worker) on a copy of the corpus index takes ``--writers`` plain clients each upserting
 ``--per-writer`` documents of ``--words`` words, one at a time, while one more client asks a question every
-50 ms until the writers are done. Every document is new text (a run's own slice of SciFact's abstracts at a
+``--ask-every`` seconds (0.05) until the writers are done. Every document is new text (a run's own slice of SciFact's abstracts at a
 random offset), and each server has an embedding cache of its own, empty but for the model's ONNX export, so
 every passage is embedded: no cache hit makes a write cheap. Clients are
 plain ``requests`` calls with no retry, as an outside client sends them. Each thread count of
@@ -10,7 +10,8 @@ plain ``requests`` calls with no retry, as an outside client sends them. Each th
 alike; reported per thread count: the answers' status codes (any 503 is a write a plain client lost), the
 questions' p50 / p90 / max, and the writes' wall time.
 
-    python bench/write_load.py [--threads 4,16] [--writers 8] [--words 3000] [--per-writer 3] [--rounds 2]
+    python bench/write_load.py [--threads 4,32] [--writers 8] [--words 3000] [--per-writer 3] [--rounds 2]
+                               [--ask-every 0.05]
 """
 
 from __future__ import annotations
@@ -68,18 +69,19 @@ def one_load(url: str, words: list[str], args: argparse.Namespace) -> dict[str, 
         answer = requests.post(url + "/ask", json=QUESTION)
         asked.append((time.perf_counter() - sent) * 1000)
         asked_codes[str(answer.status_code)] += 1
-        time.sleep(0.05)
+        time.sleep(args.ask_every)
     wall = time.perf_counter() - started
     return {"writes": dict(codes), "asks": dict(asked_codes), "asked_ms": asked, "wall_s": wall}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", default="4,16", help="thread counts per worker to compare")
+    parser.add_argument("--threads", default="4,32", help="thread counts per worker to compare")
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--words", type=int, default=3000, help="words per document")
     parser.add_argument("--per-writer", type=int, default=3, help="documents each writer upserts")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--ask-every", type=float, default=0.05, help="seconds between questions")
     args = parser.parse_args()
     counts = [int(t) for t in args.threads.split(",")]
     words = abstract_words()
@@ -102,7 +104,7 @@ def main() -> None:
                 shutil.rmtree(run)
     print(
         f"{args.writers} writers x {args.per_writer} documents of {args.words} words, one question every "
-        f"50 ms meanwhile, {args.rounds} rounds\n"
+        f"{args.ask_every * 1000:.0f} ms meanwhile, {args.rounds} rounds\n"
     )
     print(
         "| threads per worker | writes answered | questions answered | question p50 ms | p90 ms | max ms "

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     # Many, though there are few cores: a write holds its thread while its passages wait their turn in the
     # encoder, so with 4 threads eight writing clients left questions queued behind them for seconds
     # (bench/write_load.py, BENCHMARKS.md "Questions while documents are written"). Idle threads cost
-    # nothing, and the encoder's own pool still embeds on as many threads as there are cores.
+    # nothing, and the encoder's own pool still embeds on the worker's share of the cores.
     threads: int = Field(32, ge=1, le=256, description="Threads per gunicorn worker.")
     max_question_chars: int = Field(1000, ge=1, description="Longest accepted question, in characters.")
     max_top_k: int = Field(50, ge=1, description="Largest accepted top_k.")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from apiflask import APIFlask
 
 from semqa import __version__
 from semqa.settings import Settings
+from server.admission import TakeTurns
 from server.api import create_api
 from server.auth import Access
 from server.batch import create_batch_api
@@ -15,7 +17,7 @@ from server.documents import create_documents_api
 from server.drain import DiscardUnreadBody
 from server.errors import register_error_handlers
 from server.keys import KeyRing
-from server.limits import register_limits
+from server.limits import UNLIMITED_PATHS, register_limits
 from server.observability import register_observability
 from server.retrieval import Searcher, load_searcher
 from server.retrieval.reload import start_watcher
@@ -51,6 +53,9 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     register_observability(app, searcher, access)  # first, so even a refused request gets its id and log line
     register_limits(app, settings)
     app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}
+    app.wsgi_app = TakeTurns(  # type: ignore[method-assign]
+        app.wsgi_app, settings.torch_threads or os.cpu_count() or 1, (*UNLIMITED_PATHS, "/documents")
+    )
     app.wsgi_app = DiscardUnreadBody(  # type: ignore[method-assign]
         app.wsgi_app, settings.max_discard_bytes, settings.max_discard_seconds
     )

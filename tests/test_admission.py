@@ -1,0 +1,70 @@
+"""Turns in the app: handed over in arrival order; writes and probes take none."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from server.admission import TakeTurns, Turns
+
+
+def _until(condition: Any, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_freed_turn_goes_to_the_longest_waiter_not_to_a_newcomer():
+    turns = Turns(1)
+    entered: list[str] = []
+
+    def take(name: str) -> None:
+        with turns:
+            entered.append(name)
+
+    turns.__enter__()  # the one turn is taken
+    waiters = []
+    for queued, name in enumerate(("first", "second", "third"), start=1):
+        waiter = threading.Thread(target=take, args=(name,))
+        waiter.start()
+        _until(lambda n=queued: len(turns._waiting) == n)  # queued before the next one comes
+        waiters.append(waiter)
+    turns.__exit__(None, None, None)  # handed to "first", never free in between...
+    take("newcomer")  # ...so one arriving now waits behind the three
+    for waiter in waiters:
+        waiter.join(timeout=10)
+    assert entered == ["first", "second", "third", "newcomer"]
+    with turns:  # and the turn is free again once nobody waits
+        pass
+
+
+def test_writes_and_probes_run_without_a_turn_while_questions_wait_for_one():
+    release = threading.Event()
+    served: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/ask":
+            release.wait(30)
+        served.append(environ["PATH_INFO"])
+        start_response("200 OK", [])
+        return [b""]
+
+    wrapped = TakeTurns(app, 1, ("/health", "/documents"))
+
+    def call(path: str) -> threading.Thread:
+        thread = threading.Thread(target=wrapped, args=({"PATH_INFO": path}, lambda *a: None))
+        thread.start()
+        return thread
+
+    holder = call("/ask")  # holds the only turn until released
+    _until(lambda: wrapped.turns._free == 0)
+    waiting = call("/query")
+    for path in ("/health", "/documents"):
+        call(path).join(timeout=10)
+    assert served == ["/health", "/documents"]  # answered while /ask holds the turn and /query waits
+    release.set()
+    holder.join(timeout=10)
+    waiting.join(timeout=10)
+    assert served == ["/health", "/documents", "/ask", "/query"]
