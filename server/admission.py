@@ -15,6 +15,7 @@ raised the p99 further).
 from __future__ import annotations
 
 import collections
+import io
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -49,15 +50,31 @@ class Turns:
 
 
 class TakeTurns:
-    """WSGI middleware: every request whose path does not start with one of ``exempt`` runs in a turn."""
+    """WSGI middleware: every request whose path does not start with one of ``exempt`` runs in a turn, its
+    body (if declared and at most ``buffer_bytes``, what the app accepts) read before it, so that a client
+    sending its body slowly holds a thread, not one of the few turns."""
 
-    def __init__(self, app: WSGIApp, at_once: int, exempt: tuple[str, ...]) -> None:
+    def __init__(self, app: WSGIApp, at_once: int, exempt: tuple[str, ...], buffer_bytes: int) -> None:
         self.app = app
         self.turns = Turns(at_once)
         self.exempt = exempt
+        self.buffer_bytes = buffer_bytes
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "").startswith(self.exempt):
             return self.app(environ, start_response)
+        self._read_body(environ)
         with self.turns:
             return self.app(environ, start_response)
+
+    def _read_body(self, environ: dict[str, Any]) -> None:
+        try:
+            declared = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return  # the app refuses it
+        if 0 < declared <= self.buffer_bytes:
+            try:
+                body = environ["wsgi.input"].read(declared)
+            except OSError:  # the client went away or stalled past the server's timeout
+                body = b""
+            environ["wsgi.input"] = io.BytesIO(body)  # a short body is the app's to refuse (400)

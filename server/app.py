@@ -54,7 +54,10 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     register_limits(app, settings)
     app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}
     app.wsgi_app = TakeTurns(  # type: ignore[method-assign]
-        app.wsgi_app, settings.torch_threads or os.cpu_count() or 1, (*UNLIMITED_PATHS, "/documents")
+        app.wsgi_app,
+        settings.torch_threads or os.cpu_count() or 1,
+        (*UNLIMITED_PATHS, "/documents"),
+        settings.max_body_bytes,
     )
     app.wsgi_app = DiscardUnreadBody(  # type: ignore[method-assign]
         app.wsgi_app, settings.max_discard_bytes, settings.max_discard_seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from typing import Any
@@ -51,7 +52,7 @@ def test_writes_and_probes_run_without_a_turn_while_questions_wait_for_one():
         start_response("200 OK", [])
         return [b""]
 
-    wrapped = TakeTurns(app, 1, ("/health", "/documents"))
+    wrapped = TakeTurns(app, 1, ("/health", "/documents"), 1024)
 
     def call(path: str) -> threading.Thread:
         thread = threading.Thread(target=wrapped, args=({"PATH_INFO": path}, lambda *a: None))
@@ -68,3 +69,43 @@ def test_writes_and_probes_run_without_a_turn_while_questions_wait_for_one():
     holder.join(timeout=10)
     waiting.join(timeout=10)
     assert served == ["/health", "/documents", "/ask", "/query"]
+
+
+def test_a_body_sent_slowly_holds_no_turn():
+    class SlowBody(io.RawIOBase):
+        """A request body whose client has not sent it yet."""
+
+        def __init__(self) -> None:
+            self.sent = threading.Event()
+
+        def read(self, size: int = -1) -> bytes:
+            self.sent.wait(30)
+            return b'{"question": "slow"}'
+
+    seen: list[bytes] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ["wsgi.input"].read())
+        start_response("200 OK", [])
+        return [b""]
+
+    wrapped = TakeTurns(app, 1, (), 1024)
+    slow = SlowBody()
+    sender = threading.Thread(
+        target=wrapped,
+        args=({"PATH_INFO": "/ask", "CONTENT_LENGTH": "20", "wsgi.input": slow}, lambda *a: None),
+    )
+    sender.start()
+    quick = {"PATH_INFO": "/ask", "CONTENT_LENGTH": "18", "wsgi.input": io.BytesIO(b'{"question": "hi"}')}
+    asker = threading.Thread(target=wrapped, args=(quick, lambda *a: None))
+    asker.start()
+    asker.join(timeout=10)
+    assert seen == [b'{"question": "hi"}']  # answered while the other body is still on its way
+    slow.sent.set()
+    sender.join(timeout=10)
+    assert seen == [b'{"question": "hi"}', b'{"question": "slow"}']
+    # a body larger than the app accepts is left to the app, which refuses it unread (413)
+    big = io.BytesIO(b"x" * 2048)
+    environ = {"PATH_INFO": "/ask", "CONTENT_LENGTH": "2048", "wsgi.input": big}
+    wrapped(environ, lambda *a: None)
+    assert environ["wsgi.input"] is big
