@@ -10,8 +10,14 @@ plain ``requests`` calls with no retry, as an outside client sends them. Each th
 alike; reported per thread count: the answers' status codes (any 503 is a write a plain client lost), the
 questions' p50 / p90 / max, and the writes' wall time.
 
+With ``--askers N`` there are no writers: N clients ask the dev questions at once, ``--questions-each``
+each after an untimed warm-up round (every thread of the server touched), and what is reported is the
+questions answered a second and the p50 / p99: what more threads cost when only questions come. Rate
+limits are off in both loads.
+
     python bench/write_load.py [--threads 4,32] [--writers 8] [--words 3000] [--per-writer 3] [--rounds 2]
                                [--ask-every 0.05]
+    python bench/write_load.py --askers 8 [--questions-each 60] [--threads 4,32] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import requests
-from common import REPO, SHARED, build_cached, percentile
+from common import REPO, SHARED, build_cached, corpus_questions, percentile
 
 from semqa.launch import running_server
 from semqa.settings import Settings
@@ -74,6 +80,32 @@ def one_load(url: str, words: list[str], args: argparse.Namespace) -> dict[str, 
     return {"writes": dict(codes), "asks": dict(asked_codes), "asked_ms": asked, "wall_s": wall}
 
 
+def ask_load(url: str, questions: list[str], args: argparse.Namespace) -> dict[str, object]:
+    """``args.askers`` clients asking at once, a warm-up round and then the timed one."""
+    asked: list[float] = []
+    codes: Counter[str] = Counter()
+
+    def asker(number: int) -> None:
+        for k in range(args.questions_each):
+            sent = time.perf_counter()
+            question = questions[(number + k) % len(questions)]
+            answer = requests.post(url + "/ask", json={"question": question})
+            asked.append((time.perf_counter() - sent) * 1000)
+            codes[str(answer.status_code)] += 1
+
+    for _ in ("warm-up", "timed"):
+        asked.clear()
+        codes.clear()
+        askers = [threading.Thread(target=asker, args=(n,)) for n in range(args.askers)]
+        started = time.perf_counter()
+        for thread in askers:
+            thread.start()
+        for thread in askers:
+            thread.join()
+        wall = time.perf_counter() - started
+    return {"asks": dict(codes), "asked_ms": list(asked), "per_s": len(asked) / wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="4,32", help="thread counts per worker to compare")
@@ -82,9 +114,12 @@ def main() -> None:
     parser.add_argument("--per-writer", type=int, default=3, help="documents each writer upserts")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ask-every", type=float, default=0.05, help="seconds between questions")
+    parser.add_argument("--askers", type=int, default=0, help="no writers: this many clients asking at once")
+    parser.add_argument("--questions-each", type=int, default=60, help="with --askers: questions per client")
     args = parser.parse_args()
     counts = [int(t) for t in args.threads.split(",")]
-    words = abstract_words()
+    words = [] if args.askers else abstract_words()
+    questions = corpus_questions()
     settings = Settings()
     encoder = configured_encoder(settings, None)  # makes the ONNX export, if the cache has none yet
     results: dict[int, list[dict[str, object]]] = {t: [] for t in counts}
@@ -97,11 +132,39 @@ def main() -> None:
                 shutil.copytree(built, run / "index")
                 (run / "cache").mkdir()
                 (run / "cache" / "onnx").symlink_to(settings.cache_dir / "onnx")
-                env = {"SEMQA_API_KEYS": KEY, "SEMQA_QUIET": "1", "SEMQA_CACHE_DIR": str(run / "cache")}
+                env = {
+                    "SEMQA_API_KEYS": KEY,
+                    "SEMQA_QUIET": "1",
+                    "SEMQA_CACHE_DIR": str(run / "cache"),
+                    "SEMQA_RATE_LIMIT": "",
+                    "SEMQA_WRITE_RATE_LIMIT": "",
+                }
                 arguments = ["--index-dir", str(run / "index"), "--threads", str(threads)]
                 with running_server(arguments, env=env) as server:
-                    results[threads].append(one_load(server.url, words, args))
+                    load = (
+                        ask_load(server.url, questions, args)
+                        if args.askers
+                        else one_load(server.url, words, args)
+                    )
+                    results[threads].append(load)
                 shutil.rmtree(run)
+    if args.askers:
+        print(
+            f"{args.askers} clients asking at once, {args.questions_each} questions each, {args.rounds} rounds\n"
+        )
+        print("| threads per worker | answered | questions a second, per round | p50 ms | p99 ms |")
+        print("|---:|---|---|---:|---:|")
+        for threads, runs in results.items():
+            answered: Counter[str] = Counter()
+            for run in runs:
+                answered.update(run["asks"])  # type: ignore[arg-type]
+            asked = [ms for run in runs for ms in run["asked_ms"]]  # type: ignore[attr-defined]
+            rates = " / ".join(f"{run['per_s']:.0f}" for run in runs)
+            print(
+                f"| {threads} | {dict(answered)} | {rates} | {percentile(asked, 50):.0f} | "
+                f"{percentile(asked, 99):.0f} |"
+            )
+        return
     print(
         f"{args.writers} writers x {args.per_writer} documents of {args.words} words, one question every "
         f"{args.ask_every * 1000:.0f} ms meanwhile, {args.rounds} rounds\n"

@@ -118,9 +118,11 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="gunicorn worker processes.")
     # Many, though there are few cores: a write holds its thread while its passages wait their turn in the
     # encoder, so with 4 threads eight writing clients left questions queued behind them for seconds
-    # (bench/write_load.py, BENCHMARKS.md "Questions while documents are written"). Idle threads cost
-    # nothing, and the encoder's own pool still embeds on the worker's share of the cores.
-    threads: int = Field(32, ge=1, le=256, description="Threads per gunicorn worker.")
+    # (bench/write_load.py, BENCHMARKS.md "Questions while documents are written"). The encoder still
+    # embeds on the worker's share of the cores, and questions take turns in the app (server/admission.py);
+    # 16, not more: with only questions coming, eight clients at once got 0-15% fewer answers a second from
+    # 16 threads than from 4, and more so from 32.
+    threads: int = Field(16, ge=1, le=256, description="Threads per gunicorn worker.")
     max_question_chars: int = Field(1000, ge=1, description="Longest accepted question, in characters.")
     max_top_k: int = Field(50, ge=1, description="Largest accepted top_k.")
     max_batch_queries: int = Field(20, ge=1, description="Questions per POST /query.")

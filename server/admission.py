@@ -1,15 +1,15 @@
 """Requests take turns in the app: a few at once, first come, first in; writes and probes need no turn.
 
-A worker has many threads (``SEMQA_THREADS``, 32) because a write holds its thread while its passages wait
+A worker has many threads (``SEMQA_THREADS``, 16) because a write holds its thread while its passages wait
 for the encoder, and questions must not queue behind writes for a thread. But questions are CPU work: more
 of them in the app at once than there are cores only share the cores and the interpreter's lock worse.
 So every request but a write (``/documents``) or a probe waits here for one of as many turns as the
 worker's share of the cores, in arrival order. Measured with eight clients asking at once (BENCHMARKS.md
 "Questions while documents are written"): 32 threads without turns answered 10-15% fewer questions a
-second than 4 threads did, with a p99 a third higher; with turns, 0-10% fewer (the runs' noise) and the
-same p99. The turns are handed over in order because ``threading.Semaphore`` lets a newly arrived thread
-take a freed turn before the threads already waiting for it (a semaphore around the search, tried first,
-raised the p99 further).
+second than 4 threads did, with a p99 a third higher; with turns, the p99 is 4 threads' and the questions
+a second within the runs' noise of it. The turns are handed over in order because ``threading.Semaphore``
+lets a newly arrived thread take a freed turn before the threads already waiting for it (a semaphore
+around the search, tried first, raised the p99 further).
 """
 
 from __future__ import annotations
