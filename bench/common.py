@@ -6,6 +6,9 @@ The scripts run as ``python bench/<name>.py``, so this folder is on their import
 from __future__ import annotations
 
 import csv
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from embeddings import EmbeddingCache, Encoder
@@ -21,6 +24,17 @@ def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (nearest rank) of ``values``; 0.0 for none."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else 0.0
+
+
+def run_clients(client: Callable[[int], None], count: int) -> float:
+    """``client(0)`` ... ``client(count - 1)``, each on its own thread, all at once; the seconds they took."""
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(count)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def rollup(pid: int) -> dict[str, int]:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import requests
-from common import REPO, SHARED, percentile
+from common import REPO, SHARED, percentile, run_clients
 
 from semqa.launch import running_server
 
@@ -117,13 +117,7 @@ def main() -> int:
                             errors.append(f"{kind} -> {response.status_code} {response.text[:200]}")
 
             per_client = args.requests // args.clients
-            threads = [threading.Thread(target=client, args=(n, per_client)) for n in range(args.clients)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            seconds = time.perf_counter() - started
+            seconds = run_clients(lambda n: client(n, per_client), args.clients)
 
             lost = []
             for doc_id in sorted(alive):

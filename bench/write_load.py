@@ -33,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import requests
-from common import REPO, SHARED, build_cached, corpus_questions, percentile
+from common import REPO, SHARED, build_cached, corpus_questions, percentile, run_clients
 
 from semqa.launch import running_server
 from semqa.settings import Settings
@@ -96,13 +96,7 @@ def ask_load(url: str, questions: list[str], args: argparse.Namespace) -> dict[s
     for _ in ("warm-up", "timed"):
         asked.clear()
         codes.clear()
-        askers = [threading.Thread(target=asker, args=(n,)) for n in range(args.askers)]
-        started = time.perf_counter()
-        for thread in askers:
-            thread.start()
-        for thread in askers:
-            thread.join()
-        wall = time.perf_counter() - started
+        wall = run_clients(asker, args.askers)
     return {"asks": dict(codes), "asked_ms": list(asked), "per_s": len(asked) / wall}
 
 
@@ -149,43 +143,42 @@ def main() -> None:
                     results[threads].append(load)
                 shutil.rmtree(run)
     if args.askers:
-        print(
-            f"{args.askers} clients asking at once, {args.questions_each} questions each, {args.rounds} rounds\n"
-        )
-        print("| threads per worker | answered | questions a second, per round | p50 ms | p99 ms |")
-        print("|---:|---|---|---:|---:|")
-        for threads, runs in results.items():
-            answered: Counter[str] = Counter()
-            for run in runs:
-                answered.update(run["asks"])  # type: ignore[arg-type]
-            asked = [ms for run in runs for ms in run["asked_ms"]]  # type: ignore[attr-defined]
+        title = f"{args.askers} clients asking at once, {args.questions_each} questions each"
+        header = "| threads per worker | answered | questions a second, per round | p50 ms | p99 ms |\n|---:|---|---|---:|---:|"
+
+        def row(runs: list[dict[str, object]], asked: list[float]) -> str:
             rates = " / ".join(f"{run['per_s']:.0f}" for run in runs)
-            print(
-                f"| {threads} | {dict(answered)} | {rates} | {percentile(asked, 50):.0f} | "
-                f"{percentile(asked, 99):.0f} |"
-            )
-        return
-    print(
-        f"{args.writers} writers x {args.per_writer} documents of {args.words} words, one question every "
-        f"{args.ask_every * 1000:.0f} ms meanwhile, {args.rounds} rounds\n"
-    )
-    print(
-        "| threads per worker | writes answered | questions answered | question p50 ms | p90 ms | max ms "
-        "| writes' wall s |"
-    )
-    print("|---:|---|---|---:|---:|---:|---:|")
-    for threads, runs in results.items():
-        writes: Counter[str] = Counter()
-        asks: Counter[str] = Counter()
-        for run in runs:
-            writes.update(run["writes"])  # type: ignore[arg-type]
-            asks.update(run["asks"])  # type: ignore[arg-type]
-        asked = [ms for run in runs for ms in run["asked_ms"]]  # type: ignore[attr-defined]
-        walls = " / ".join(f"{run['wall_s']:.1f}" for run in runs)
-        print(
-            f"| {threads} | {dict(writes)} | {dict(asks)} | {percentile(asked, 50):.0f} | "
-            f"{percentile(asked, 90):.0f} | {max(asked):.0f} | {walls} |"
+            return f"{summed(runs, 'asks')} | {rates} | {percentile(asked, 50):.0f} | {percentile(asked, 99):.0f}"
+
+    else:
+        title = (
+            f"{args.writers} writers x {args.per_writer} documents of {args.words} words, one question every "
+            f"{args.ask_every * 1000:.0f} ms meanwhile"
         )
+        header = (
+            "| threads per worker | writes answered | questions answered | question p50 ms | p90 ms | max ms "
+            "| writes' wall s |\n|---:|---|---|---:|---:|---:|---:|"
+        )
+
+        def row(runs: list[dict[str, object]], asked: list[float]) -> str:
+            walls = " / ".join(f"{run['wall_s']:.1f}" for run in runs)
+            return (
+                f"{summed(runs, 'writes')} | {summed(runs, 'asks')} | {percentile(asked, 50):.0f} | "
+                f"{percentile(asked, 90):.0f} | {max(asked):.0f} | {walls}"
+            )
+
+    print(f"{title}, {args.rounds} rounds\n\n{header}")
+    for threads, runs in results.items():
+        asked = [ms for run in runs for ms in run["asked_ms"]]  # type: ignore[attr-defined]
+        print(f"| {threads} | {row(runs, asked)} |")
+
+
+def summed(runs: list[dict[str, object]], key: str) -> dict[str, int]:
+    """The status codes of ``key`` over all ``runs``, counted."""
+    total: Counter[str] = Counter()
+    for run in runs:
+        total.update(run[key])  # type: ignore[arg-type]
+    return dict(total)
 
 
 if __name__ == "__main__":
