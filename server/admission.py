@@ -16,11 +16,18 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from semqa.settings import Settings
 from server.drain import WSGIApp
+
+
+def turns_for(settings: Settings) -> int:
+    """How many questions a process runs at once: its share of the cores (``torch_threads`` under serve)."""
+    return settings.torch_threads or os.cpu_count() or 1
 
 
 class Turns:

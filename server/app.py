@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from apiflask import APIFlask
 
 from semqa import __version__
 from semqa.settings import Settings
-from server.admission import TakeTurns
+from server.admission import TakeTurns, turns_for
 from server.api import create_api
 from server.auth import Access
 from server.batch import create_batch_api
@@ -55,7 +54,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}
     app.wsgi_app = TakeTurns(  # type: ignore[method-assign]
         app.wsgi_app,
-        settings.torch_threads or os.cpu_count() or 1,
+        turns_for(settings),
         (*UNLIMITED_PATHS, "/documents"),
         settings.max_body_bytes,
     )

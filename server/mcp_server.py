@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse
 from indexer import check_index
 from semqa import __version__
 from semqa.settings import MAX_FILTER_DOCUMENTS, Settings
+from server.admission import turns_for
 from server.asgi_limits import RateLimit
 from server.keys import KeyRing
 from server.responses import answer_json, health_json, passage_json
@@ -159,11 +160,12 @@ def create_mcp_server(settings: Settings, searcher: Searcher, keys: KeyRing | No
             "auth": AuthSettings(issuer_url=KEY_ISSUER, resource_server_url=None, required_scopes=["read"]),
         }
     mcp = MCPServer("semqa", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING", **auth)
-    # Searches run on at most `threads` threads that live as long as the server, as under gunicorn. The
-    # SDK would run a synchronous tool on anyio's worker threads, which are dropped after 10 idle seconds,
-    # and a search on a new thread is slower (p50 of 30: +1.5 ms on a quiet machine, +11 ms with both
-    # cores busy), so every question after a pause paid for it.
-    searches = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="semqa-search")
+    # Searches run on as many threads as the HTTP app gives questions turns (server/admission.py: the
+    # process's share of the cores), threads that live as long as the server; more wait their turn in the
+    # pool's queue, in arrival order. The SDK would run a synchronous tool on anyio's worker threads, which
+    # are dropped after 10 idle seconds, and a search on a new thread is slower (p50 of 30: +1.5 ms on a
+    # quiet machine, +11 ms with both cores busy), so every question after a pause paid for it.
+    searches = ThreadPoolExecutor(max_workers=turns_for(settings), thread_name_prefix="semqa-search")
 
     def search(question: str, top_k: int, documents: list[str] | None) -> SearchResult:
         refresh()
