@@ -58,8 +58,8 @@ class Turns:
 
 class TakeTurns:
     """WSGI middleware: every request whose path does not start with one of ``exempt`` runs in a turn, its
-    body (if declared and at most ``buffer_bytes``, what the app accepts) read before it, so that a client
-    sending its body slowly holds a thread, not one of the few turns."""
+    body read before it (up to ``buffer_bytes``, what the app accepts), so that a client sending its body
+    slowly holds a thread, not one of the few turns."""
 
     def __init__(self, app: WSGIApp, at_once: int, exempt: tuple[str, ...], buffer_bytes: int) -> None:
         self.app = app
@@ -75,13 +75,40 @@ class TakeTurns:
             return self.app(environ, start_response)
 
     def _read_body(self, environ: dict[str, Any]) -> None:
+        """The body, read now: whole when it is declared at most ``buffer_bytes`` long or sent chunked and
+        no longer, else left to the app (which refuses it unread: 413). A chunked body longer than that
+        keeps its first part read here in front of the rest, for the app to refuse as it would."""
         try:
             declared = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return  # the app refuses it
-        if 0 < declared <= self.buffer_bytes:
-            try:
-                body = environ["wsgi.input"].read(declared)
-            except OSError:  # the client went away or stalled past the server's timeout
-                body = b""
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if not (0 < declared <= self.buffer_bytes or (chunked and not declared)):
+            return
+        stream = environ["wsgi.input"]
+        try:
+            # A client that stops sending holds its thread here as it did in the app: gunicorn's threaded
+            # worker sets no timeout on a request's socket.
+            body = stream.read(declared if declared else self.buffer_bytes + 1)
+        except OSError:  # the client went away
+            body = b""
+        if chunked and len(body) > self.buffer_bytes:
+            environ["wsgi.input"] = io.BufferedReader(_Joined(body, stream))
+        else:
             environ["wsgi.input"] = io.BytesIO(body)  # a short body is the app's to refuse (400)
+
+
+class _Joined(io.RawIOBase):
+    """``first``, then what ``rest`` still holds: a body whose start was read ahead."""
+
+    def __init__(self, first: bytes, rest: Any) -> None:
+        self._first = io.BytesIO(first)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._first.read(len(buffer)) or self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

@@ -62,6 +62,7 @@ def test_writes_and_probes_run_without_a_turn_while_questions_wait_for_one():
     holder = call("/ask")  # holds the only turn until released
     _until(lambda: wrapped.turns._free == 0)
     waiting = call("/query")
+    _until(lambda: len(wrapped.turns._waiting) == 1)  # /query waits for the turn
     for path in ("/health", "/documents"):
         call(path).join(timeout=10)
     assert served == ["/health", "/documents"]  # answered while /ask holds the turn and /query waits
@@ -109,3 +110,30 @@ def test_a_body_sent_slowly_holds_no_turn():
     environ = {"PATH_INFO": "/ask", "CONTENT_LENGTH": "2048", "wsgi.input": big}
     wrapped(environ, lambda *a: None)
     assert environ["wsgi.input"] is big
+
+
+def test_an_app_that_raises_gives_its_turn_back():
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise RuntimeError("boom")
+
+    wrapped = TakeTurns(app, 1, (), 1024)
+    for _ in range(3):  # with the turn lost, the second call would wait for ever
+        try:
+            wrapped({"PATH_INFO": "/ask"}, lambda *a: None)
+        except RuntimeError:
+            pass
+    assert wrapped.turns._free == 1
+
+
+def test_a_chunked_body_is_read_ahead_whole_or_kept_whole_in_front_of_its_rest():
+    seen: list[bytes] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ["wsgi.input"].read())
+        return [b""]
+
+    wrapped = TakeTurns(app, 1, (), 1024)
+    for body in (b"s" * 100, b"".join(bytes([i % 251]) for i in range(5000))):
+        environ = {"PATH_INFO": "/ask", "HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": io.BytesIO(body)}
+        wrapped(environ, lambda *a: None)
+        assert seen[-1] == body  # nothing lost or reordered, whether it fitted or not
