@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from semqa.settings import Settings
-from server.drain import WSGIApp
+from server.drain import WSGIApp, body_framing
 
 
 def turns_for(settings: Settings) -> int:
@@ -78,11 +78,10 @@ class TakeTurns:
         """The body, read now: whole when it is declared at most ``buffer_bytes`` long or sent chunked and
         no longer, else left to the app (which refuses it unread: 413). A chunked body longer than that
         keeps its first part read here in front of the rest, for the app to refuse as it would."""
-        try:
-            declared = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
+        framing = body_framing(environ)
+        if framing is None:
             return  # the app refuses it
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        declared, chunked = framing
         if not (0 < declared <= self.buffer_bytes or (chunked and not declared)):
             return
         stream = environ["wsgi.input"]

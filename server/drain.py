@@ -30,6 +30,16 @@ CHUNK = 64 * 1024
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+def body_framing(environ: dict[str, Any]) -> tuple[int, bool] | None:
+    """How a request's body comes: its declared length (0 if none) and whether it is sent chunked; None
+    for a length that is not a number (the app refuses the request)."""
+    try:
+        declared = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    return declared, "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
 class DiscardUnreadBody:
     """WSGI middleware around ``app``: the unread rest of each request body is read and discarded."""
 
@@ -45,11 +55,10 @@ class DiscardUnreadBody:
 
     def discard(self, environ: dict[str, Any]) -> None:
         """Read the rest of the body (usually nothing: the app read it all) within the bounds."""
-        try:
-            declared = int(environ.get("CONTENT_LENGTH") or -1)
-        except ValueError:
+        framing = body_framing(environ)
+        if framing is None:
             return
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        declared, chunked = framing
         if declared > self.max_bytes or (declared <= 0 and not chunked):
             return
         stream = environ["wsgi.input"]
