@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     max_discard_seconds: float = Field(
         10.0, ge=0.0, description="Longest time spent reading and throwing away such a body."
     )
+    client_timeout: float = Field(
+        10.0,
+        gt=0.0,
+        description="Seconds a connection may send (or take) nothing in the middle of a request before it is "
+        "given up: a stalled body is answered 408, stalled headers get the connection closed.",
+    )
 
     reload_interval: float = Field(
         0.5, ge=0.0, description="Seconds between checks for a newer index version; 0 = never reload."

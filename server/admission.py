@@ -23,6 +23,7 @@ from typing import Any
 
 from semqa.settings import Settings
 from server.drain import WSGIApp, body_framing
+from server.stalls import BodyTimedOut
 
 
 def turns_for(settings: Settings) -> int:
@@ -86,9 +87,10 @@ class TakeTurns:
             return
         stream = environ["wsgi.input"]
         try:
-            # A client that stops sending holds its thread here as it did in the app: gunicorn's threaded
-            # worker sets no timeout on a request's socket.
+            # a client that stops sending holds its thread here for SEMQA_CLIENT_TIMEOUT (server.runner)
             body = stream.read(declared if declared else self.buffer_bytes + 1)
+        except BodyTimedOut:
+            return  # the app, reading it again, answers 408
         except OSError:  # the client went away
             body = b""
         if chunked and len(body) > self.buffer_bytes:

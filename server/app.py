@@ -21,6 +21,7 @@ from server.observability import register_observability
 from server.retrieval import Searcher, load_searcher
 from server.retrieval.reload import start_watcher
 from server.slack import create_slack_api
+from server.stalls import AnswerStalledBodies
 from server.web import create_web
 
 
@@ -61,5 +62,6 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.wsgi_app = DiscardUnreadBody(  # type: ignore[method-assign]
         app.wsgi_app, settings.max_discard_bytes, settings.max_discard_seconds
     )
+    app.wsgi_app = AnswerStalledBodies(app.wsgi_app, settings.client_timeout)  # type: ignore[method-assign]
     logging.getLogger(__name__).info("semqa ready: index %s", searcher.view.name)
     return app

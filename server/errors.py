@@ -47,6 +47,7 @@ COMMON_ERRORS = {
     403: "No API key with the scope needed is configured, or the key has the read scope only",
     404: "Not found",
     405: "Method not allowed",
+    408: "The request body stopped arriving (SEMQA_CLIENT_TIMEOUT); send it again",
     409: "The index cannot take this change",
     413: "Body too large",
     415: "Body is not JSON",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 from semqa.settings import Settings
 from server.app import create_app
@@ -32,6 +35,64 @@ def _post_worker_init(worker: Any) -> None:
     worker.log.info("worker %s ready: serving index version %s", worker.pid, version)
 
 
+class _IdleTimeoutSocket(socket.socket):
+    """A connection whose blocking mode has a timeout of ``idle_timeout`` seconds per send or receive."""
+
+    __slots__ = ()
+    idle_timeout: float
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(self.idle_timeout if flag else 0.0)
+
+
+class _QuietTimeouts(logging.Filter):
+    """gunicorn logs a connection it gave up on as an error with a traceback ("Socket error processing
+    request."): a client's silence is one line at info."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TimeoutError):
+            record.msg = (
+                "gave up a connection silent for %g s in the middle of a request (SEMQA_CLIENT_TIMEOUT)"
+            )
+            record.args = (self.seconds,)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
+
+
+def worker_class(client_timeout: float) -> type[ThreadWorker]:
+    """gunicorn's threaded worker, with every connection's reads and writes bounded by ``client_timeout``.
+
+    The threaded worker waits (5 s) for a new connection's first bytes in the poller, but once a request
+    has begun it reads on a blocking socket without a timeout: a client that stops in the middle of its
+    headers or its body holds its thread for as long as it keeps the connection open, and as many such
+    clients as a worker has threads leave it none. The worker switches a connection between blocking (to
+    read and answer a request) and non-blocking (kept alive in its poller); here blocking means blocking
+    for at most ``client_timeout`` seconds at a time, as nginx's ``client_header_timeout`` and
+    ``client_body_timeout`` do. Then gunicorn closes a connection stalled in its headers (logging the
+    timeout), and the app answers a stalled body 408 (``server.stalls``).
+    """
+    sockets = type(
+        "IdleTimeoutSocket", (_IdleTimeoutSocket,), {"__slots__": (), "idle_timeout": client_timeout}
+    )
+
+    class IdleTimeoutWorker(ThreadWorker):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.log.error_log.addFilter(_QuietTimeouts(client_timeout))
+
+        def handle(self, conn: Any) -> Any:
+            if type(conn.sock) is socket.socket:  # accepted plain; from here on, the bounded kind
+                conn.sock.__class__ = sockets
+            return super().handle(conn)
+
+    return IdleTimeoutWorker
+
+
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     """gunicorn configured from ``Settings``; each worker builds its own app (model + index) after fork."""
 
@@ -44,7 +105,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "bind": f"{self.settings.host}:{self.settings.port}",
             "workers": self.settings.workers,
             "threads": self.settings.threads,
-            "worker_class": "gthread",
+            "worker_class": worker_class(self.settings.client_timeout),
             "timeout": 120,  # loading the model takes a few seconds on a busy machine
             "graceful_timeout": 10,
             "accesslog": None,

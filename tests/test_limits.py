@@ -282,3 +282,57 @@ def test_chunked_bodies_are_answered_as_declared_ones_are(served):
         requests.post(served.url + "/ask", data=chunks(small, 7), headers=headers, timeout=60).status_code
         == 200
     )
+
+
+def test_clients_that_stop_sending_are_given_up_and_cannot_hold_every_thread(tmp_path, corpus_settings):
+    # A client that stopped in the middle of its headers or its body held its gunicorn thread for as long
+    # as it kept the connection open: as many such connections as a worker has threads (16 by default)
+    # left no thread for anyone. Now a connection silent for SEMQA_CLIENT_TIMEOUT mid-request is given
+    # up: a stalled body gets a readable 408, stalled headers a closed connection.
+    index_dir = tmp_path / "index"
+    copy_index(corpus_settings.index_dir, index_dir)
+    env = {
+        "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
+        "SEMQA_API_KEYS": KEY,
+        "SEMQA_THREADS": "3",  # one thread for each stalled client below
+        "SEMQA_CLIENT_TIMEOUT": "2",
+    }
+    with running_server(["--index-dir", str(index_dir)], env=env) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+
+        def stalled(request: bytes) -> socket.socket:
+            sock = socket.create_connection((host, int(port)), timeout=60)
+            sock.sendall(request)
+            return sock
+
+        def body(path: str) -> bytes:
+            head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n"
+            return f'{head}Authorization: Bearer {KEY}\r\n\r\n{{"documents'.encode()
+
+        clients = {
+            "headers": stalled(b"POST /ask HTTP/1.1\r\nHost: x\r\nContent-Ty"),
+            "question body": stalled(body("/ask")),
+            "write body": stalled(body("/documents")),
+        }
+        try:
+            time.sleep(0.5)  # each holds a thread now
+            started = time.monotonic()
+            question = {"question": "Where is the 2020 China Space Conference held?"}
+            asked = requests.post(server.url + "/ask", json=question, timeout=30)
+            assert asked.status_code == 200 and time.monotonic() - started < 20
+            answers = {}
+            for name, sock in clients.items():
+                answers[name] = b""
+                while chunk := sock.recv(65536):  # until the server closes the connection
+                    answers[name] += chunk
+        finally:
+            for sock in clients.values():
+                sock.close()
+    assert answers["headers"] == b""
+    for name in ("question body", "write body"):
+        head, _, payload = answers[name].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), answers[name]
+        assert json.loads(payload)["error"] == {
+            "code": "request_timeout",
+            "message": "the request body stopped arriving: nothing came for 2 seconds; send the request again",
+        }
