@@ -18,12 +18,17 @@ import collections
 import io
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from semqa.settings import Settings
 from server.drain import WSGIApp, body_framing
 from server.stalls import BodyTimedOut
+
+# environ key: when the request reached the app (time.perf_counter), before its body and its turn, so that
+# the access log and the latency metrics count the wait for a turn as the client does
+ARRIVED = "semqa.arrived"
 
 
 def turns_for(settings: Settings) -> int:
@@ -69,6 +74,7 @@ class TakeTurns:
         self.buffer_bytes = buffer_bytes
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        environ[ARRIVED] = time.perf_counter()
         if environ.get("PATH_INFO", "").startswith(self.exempt):
             return self.app(environ, start_response)
         self._read_body(environ)

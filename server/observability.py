@@ -30,6 +30,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from server.admission import ARRIVED
 from server.auth import Access
 
 REQUESTS = Counter("semqa_requests_total", "HTTP requests", ["route", "method", "status"])
@@ -79,7 +80,7 @@ def register_observability(app: APIFlask, searcher: Any, access: Access) -> None
         g.request_id = (
             given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         )  # a bad id is replaced, not echoed
-        g.started = time.perf_counter()
+        g.started = request.environ.get(ARRIVED) or time.perf_counter()
 
     @app.after_request
     def _finish(response: Response) -> Response:
