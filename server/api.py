@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
 
@@ -10,14 +11,36 @@ from flask import Response, current_app, request
 
 from semqa.settings import Settings
 from server.auth import Access
+from server.drain import body_framing
 from server.responses import answer_json, health_json, passage_json
 from server.retrieval import Searcher, SearchOptions
 from server.schemas import AskOut, HealthOut, ReadyOut, ask_schema
 
 
 def require_json() -> None:
-    if request.method in ("POST", "PUT", "PATCH") and not request.is_json:
+    """A request with a body sends JSON; one sent chunked is read whole here, within the route's limit."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    if not request.is_json:
         abort(415, "send the body as JSON with Content-Type: application/json")
+    _read_chunked_body()
+
+
+def _read_chunked_body() -> None:
+    """A body sent chunked (no declared length), read now and handed on as a declared one; 413 beyond the
+    limit. werkzeug stops reading such a body at the limit without looking for more, so one longer than
+    the limit was parsed cut short (400, "Bad Request") instead of refused as a declared one is. A
+    refused body's rest is left to the unread-body discard (server.drain)."""
+    environ = request.environ
+    if body_framing(environ) != (0, True):
+        return
+    limit = request.max_content_length
+    body = environ["wsgi.input"].read(-1 if limit is None else limit + 1)
+    if limit is not None and len(body) > limit:
+        abort(413)
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    del environ["HTTP_TRANSFER_ENCODING"]
 
 
 def searcher() -> Searcher:
