@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from apiflask import APIFlask
+from werkzeug.routing import Map
 
 from semqa import __version__
 from semqa.settings import Settings
@@ -25,12 +27,24 @@ from server.stalls import AnswerStalledBodies
 from server.web import create_web
 
 
+class _RoutesAsSent(Map):
+    """Paths routed as sent: werkzeug's default merges repeated slashes with a redirect (an HTML 308), which
+    sent ``DELETE /documents/%2Fvictim`` to the document ``victim``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "merge_slashes": False})
+
+
+class _App(APIFlask):
+    url_map_class = _RoutesAsSent
+
+
 def create_app(settings: Settings | None = None, searcher: Searcher | None = None) -> APIFlask:
     """Build the app. The model and index are loaded here, once per process, unless ``searcher`` is given
     (tests share one across apps)."""
     settings = settings or Settings()
     # No app-level static folder: the page's files are the web blueprint's, served at /static.
-    app = APIFlask("semqa", title="semqa", version=__version__, docs_ui="redoc", static_folder=None)
+    app = _App("semqa", title="semqa", version=__version__, docs_ui="redoc", static_folder=None)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         VALIDATION_ERROR_STATUS_CODE=400,

@@ -19,14 +19,14 @@ from server.api import require_json
 from server.auth import Access
 from server.responses import passage_json
 from server.retrieval import Searcher, SearchOptions
-from server.schemas import NOT_BLANK, JsonInteger
+from server.schemas import NOT_BLANK, JsonInteger, Text
 
 
 class FilterIn(Schema):
     class Meta:
         unknown = RAISE
 
-    document_id = String(validate=Length(min=1, max=1024), metadata={"description": "Only this document."})
+    document_id = Text(validate=Length(min=1, max=1024), metadata={"description": "Only this document."})
 
 
 def query_schema(settings: Settings) -> type[Schema]:
@@ -34,7 +34,7 @@ def query_schema(settings: Settings) -> type[Schema]:
         class Meta:
             unknown = RAISE
 
-        query = String(required=True, validate=[Length(max=settings.max_question_chars), NOT_BLANK])
+        query = Text(required=True, validate=[Length(max=settings.max_question_chars), NOT_BLANK])
         filter = Nested(FilterIn, load_default=None)
         top_k = JsonInteger(load_default=5, validate=Range(1, settings.max_top_k))
 

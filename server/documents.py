@@ -19,6 +19,7 @@ from typing import Any
 
 from apiflask import APIBlueprint, abort
 from flask import request
+from werkzeug.routing import PathConverter
 
 from embeddings import EmbeddingCache, Encoder
 from embeddings.backends import incompatibility
@@ -141,8 +142,17 @@ class DocumentWrites:
         )
 
 
+class DocumentIdConverter(PathConverter):
+    """Any document id the API takes, as the rest of the path: slashes inside or first, and any character
+    (werkzeug's ``path`` stops at a newline and must not start with a slash)."""
+
+    regex = r"[\s\S]+"
+    part_isolating = False  # it matches slashes (werkzeug infers this from a "/" in the regex)
+
+
 def create_documents_api(settings: Settings, searcher: Searcher, access: Access) -> APIBlueprint:
     api = APIBlueprint("documents", __name__)
+    api.record_once(lambda state: state.app.url_map.converters.setdefault("document_id", DocumentIdConverter))
     writes = DocumentWrites(settings, searcher)
     api.record_once(lambda state: state.app.extensions.setdefault("semqa.writes", writes))
 
@@ -179,7 +189,7 @@ def create_documents_api(settings: Settings, searcher: Searcher, access: Access)
             "index_version": searcher.view.name if committed.seq is None else f"{committed.seq:010d}",
         }
 
-    @api.delete("/documents/<path:document_id>")
+    @api.delete("/documents/<document_id:document_id>")
     @api.output(DeleteOut)
     @api.doc(summary="Remove a document", security="ApiKey", responses=[401, 403, 404])
     def delete(document_id: str) -> dict[str, Any]:
@@ -203,7 +213,7 @@ def create_documents_api(settings: Settings, searcher: Searcher, access: Access)
             "documents": store.list_documents(page["offset"], page["limit"]),
         }
 
-    @api.get("/documents/<path:document_id>")
+    @api.get("/documents/<document_id:document_id>")
     @api.output(DocumentOut)
     @api.doc(summary="One document with its text", responses=[404])
     def get_document(document_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from flask import request
 
 from indexer import IndexLoadError
 from server.responses import error_body
+from server.stalls import BodyTimedOut
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,10 @@ def register_error_handlers(app: APIFlask) -> None:
         elif error.status_code == 405:
             message = "method not allowed on this endpoint; see GET /openapi.json"
         return error_body(error.status_code, message), error.status_code, error.headers
+
+    @app.errorhandler(BodyTimedOut)
+    def _body_timed_out(exc: BodyTimedOut) -> Any:
+        return error_body(408, str(exc)), 408
 
     @app.errorhandler(IndexLoadError)
     def _index_unavailable(exc: IndexLoadError) -> Any:

@@ -42,6 +42,7 @@ from server.keys import KeyRing
 from server.responses import answer_json, health_json, passage_json
 from server.retrieval import Passage, Searcher, SearchOptions, load_searcher
 from server.retrieval.reload import start_watcher
+from server.text_input import blank
 
 PASSAGE_TEXT_CHARS = 1000  # passage text in a tool result is cut here (chunks are ~600 characters)
 DOCUMENT_LIST_LIMIT = 1000  # documents listed by the semqa://documents resource
@@ -205,7 +206,7 @@ def create_mcp_server(settings: Settings, searcher: Searcher, keys: KeyRing | No
             ),
         ] = None,
     ) -> SearchResult:
-        if not question.strip():
+        if blank(question):  # (pydantic refuses a lone surrogate already)
             raise ToolError("question must not be empty or only white space")
         return await asyncio.wrap_future(searches.submit(search, question, top_k, documents))
 

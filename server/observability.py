@@ -33,6 +33,9 @@ from prometheus_client import (
 from server.admission import ARRIVED
 from server.auth import Access
 
+# the method label of the request counter: any other is counted as "other", so that a client sending made-up
+# methods cannot add series without end (the route label is "unmatched" for any path not routed)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUESTS = Counter("semqa_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram(
     "semqa_request_seconds",
@@ -97,7 +100,7 @@ def register_observability(app: APIFlask, searcher: Any, access: Access) -> None
 
         def record() -> None:
             seconds = time.perf_counter() - started
-            REQUESTS.labels(route, method, str(status)).inc()
+            REQUESTS.labels(route, method if method in METHODS else "other", str(status)).inc()
             LATENCY.labels(route).observe(seconds)
             line = {
                 "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
@@ -135,4 +138,4 @@ def register_observability(app: APIFlask, searcher: Any, access: Access) -> None
             body = generate_latest(registry)
         else:
             body = generate_latest()
-        return Response(body, mimetype=CONTENT_TYPE_LATEST)
+        return Response(body, content_type=CONTENT_TYPE_LATEST)  # as is: it names its charset already

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 from typing import Any
 
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
 from semqa.settings import Settings
 from server.app import create_app
+from server.responses import error_body
 
 
 def threads_per_worker(settings: Settings) -> int:
@@ -64,6 +67,17 @@ class _QuietTimeouts(logging.Filter):
         return True
 
 
+def _write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
+    """``gunicorn.util.write_error``'s answer in the API's error shape (it closes the connection after)."""
+    text = f"{reason.lower()}: {message}" if message else reason.lower()
+    body = json.dumps(error_body(status, text)).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 def worker_class(client_timeout: float) -> type[ThreadWorker]:
     """gunicorn's threaded worker, with every connection's reads and writes bounded by ``client_timeout``.
 
@@ -84,6 +98,13 @@ def worker_class(client_timeout: float) -> type[ThreadWorker]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.log.error_log.addFilter(_QuietTimeouts(client_timeout))
+
+        def init_process(self) -> None:
+            # gunicorn answers what it refuses itself (headers too large, a request line too long, a
+            # malformed request...) with an HTML page, through this function of its utilities: in this
+            # worker process, with the one JSON error shape instead (tests/test_limits.py checks it still is)
+            util.write_error = _write_json_error
+            super().init_process()
 
         def handle(self, conn: Any) -> Any:
             if type(conn.sock) is socket.socket:  # accepted plain; from here on, the bounded kind
@@ -106,6 +127,9 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "workers": self.settings.workers,
             "threads": self.settings.threads,
             "worker_class": worker_class(self.settings.client_timeout),
+            # a request line of up to 8 KiB (gunicorn's most; 4 KiB by default): the path of a 512-character
+            # document id of 4-byte characters, percent-encoded, is 6 KiB
+            "limit_request_line": 8190,
             "timeout": 120,  # loading the model takes a few seconds on a busy machine
             "graceful_timeout": 10,
             "accesslog": None,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from apiflask import Schema
 from apiflask.fields import Boolean, Dict, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf, Range, Regexp
-from marshmallow import RAISE
+from marshmallow import RAISE, ValidationError
 
 from semqa.settings import MAX_FILTER_DOCUMENTS, MODES, Settings
+from server.text_input import VISIBLE_PATTERN, not_unicode
 
 
 class StrictBoolean(Boolean):
@@ -44,9 +46,52 @@ class StrictFloat(Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-# "Has a character other than ASCII white space": anchored by marshmallow (re.match), searched by JSON
-# Schema, and spelt out because Python's \s and JSON Schema's \s disagree on some control characters.
-NOT_BLANK = Regexp(r"[ \t\n\r\f\v]*[^ \t\n\r\f\v]", error="must not be empty or only white space")
+class Text(String):
+    """A JSON string that is Unicode text: every model, tokeniser and index downstream needs it to be."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        problem = not_unicode(text)
+        if problem is not None:
+            raise ValidationError(f"must be Unicode text: it {problem}")
+        return text
+
+
+NOT_BLANK = Regexp(VISIBLE_PATTERN, error="must not be empty or only white space")
+METADATA_DEPTH = 32  # nesting levels of a document's metadata
+
+
+class Metadata(Dict):
+    """A JSON object stored and served back as it came: no NaN or Infinity (Python's JSON reads them, and
+    1e400 as Infinity, but they are not JSON and break strict clients when served back), nesting at most
+    ``METADATA_DEPTH`` deep (deeper would fail when stored), Unicode text only."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        metadata = super()._deserialize(value, attr, data, **kwargs)
+        problem = _not_storable(metadata, METADATA_DEPTH)
+        if problem is not None:
+            raise ValidationError(problem)
+        return metadata
+
+
+def _not_storable(value: Any, depth: int, where: str = "") -> str | None:
+    """Why ``value`` cannot be stored as JSON and read back the same, or None."""
+    if depth < 0:
+        return f"nests deeper than {METADATA_DEPTH} levels"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"holds {value} at {where or 'the top'}, which is not a JSON number (NaN, Infinity, or beyond 1e308)"
+    if isinstance(value, str):
+        problem = not_unicode(value)
+        return f"at {where or 'the top'} {problem}" if problem else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        place = f"{where}.{key}" if where else str(key)
+        problem = (not_unicode(key) if isinstance(key, str) else None) or _not_storable(
+            item, depth - 1, place
+        )
+        if problem is not None:
+            return problem
+    return None
 
 
 def ask_schema(settings: Settings) -> type[Schema]:
@@ -56,7 +101,7 @@ def ask_schema(settings: Settings) -> type[Schema]:
         class Meta:
             unknown = RAISE
 
-        question = String(
+        question = Text(
             required=True,
             validate=[Length(max=settings.max_question_chars), NOT_BLANK],
             metadata={"description": f"The question, at most {settings.max_question_chars} characters."},
@@ -73,7 +118,7 @@ def ask_schema(settings: Settings) -> type[Schema]:
             metadata={"description": "hybrid (BM25 and dense, fused; default), dense, or lexical (BM25)."},
         )
         documents = List(
-            String(validate=Length(min=1, max=1024)),
+            Text(validate=Length(min=1, max=1024)),
             load_default=None,
             validate=Length(min=1, max=MAX_FILTER_DOCUMENTS),
             metadata={"description": "Search only these document ids (unknown ids match nothing)."},
@@ -155,10 +200,10 @@ def upsert_schema(settings: Settings) -> type[Schema]:
         class Meta:
             unknown = RAISE
 
-        id = String(required=True, validate=[Length(min=1, max=512), NOT_BLANK])
-        title = String(load_default="", validate=Length(max=1000))
-        text = String(required=True, validate=[Length(max=settings.max_document_chars), NOT_BLANK])
-        metadata = Dict(load_default=dict)
+        id = Text(required=True, validate=[Length(min=1, max=512), NOT_BLANK])
+        title = Text(load_default="", validate=Length(max=1000))
+        text = Text(required=True, validate=[Length(max=settings.max_document_chars), NOT_BLANK])
+        metadata = Metadata(load_default=dict)
 
     class UpsertIn(Schema):
         class Meta:

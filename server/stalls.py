@@ -16,16 +16,15 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from apiflask.exceptions import HTTPError
-
 from server.drain import WSGIApp
 
 
-class BodyTimedOut(HTTPError):
+class BodyTimedOut(Exception):
+    """Answered 408 by the app (server.errors)."""
+
     def __init__(self, seconds: float) -> None:
         super().__init__(
-            408,
-            f"the request body stopped arriving: nothing came for {seconds:g} seconds; send the request again",
+            f"the request body stopped arriving: nothing came for {seconds:g} seconds; send the request again"
         )
 
 

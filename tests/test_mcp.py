@@ -128,6 +128,9 @@ async def test_documents_filter_restricts_the_passages(mcp_server):
         ({"question": "rockets", "top_k": 5.0}, "top_k"),
         ({"question": "rockets", "documents": []}, "documents"),
         ({"question": "rockets", "documents": [""]}, "documents"),
+        ({"question": "\u00a0\u200b"}, "white space"),  # blank to a reader: no-break and zero-width spaces
+        ({"question": "rockets\ud800"}, "string_unicode"),  # a lone surrogate: pydantic's own check
+        ({"question": "rockets", "documents": ["\udc00"]}, "string_unicode"),
     ],
 )
 async def test_bad_input_is_a_tool_error(mcp_server, arguments, message):
