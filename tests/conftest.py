@@ -5,14 +5,16 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from apiflask import APIFlask
 
 from embeddings import EmbeddingCache, Encoder, load_encoder
 from indexer import BuildReport, ChunkingConfig, IndexReader, build_index
 from semqa.settings import Settings
 from server.app import create_app
-from server.retrieval import Searcher
+from server.retrieval import Searcher, load_searcher
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
@@ -23,6 +25,13 @@ def copy_index(source: Path, target: Path) -> Path:
     """A private copy of an index directory, without the lock files of the processes using the original."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(".lock", ".compact.lock"))
     return target
+
+
+def private_app(index_dir: Path, settings: Settings, encoder: Encoder, **updates: Any) -> APIFlask:
+    """An app over a private copy (at ``index_dir``) of the index of ``settings``, with ``updates``."""
+    copy_index(settings.index_dir, index_dir)
+    private = settings.model_copy(update={"index_dir": index_dir, **updates})
+    return create_app(private, searcher=load_searcher(private, encoder))
 
 
 @pytest.fixture(scope="session")

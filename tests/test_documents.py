@@ -13,7 +13,7 @@ from semqa.launch import running_server
 from semqa.settings import Settings
 from server.app import create_app
 from server.retrieval import load_searcher
-from tests.conftest import copy_index
+from tests.conftest import copy_index, private_app
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -28,11 +28,7 @@ MARS = {
 def writable(tmp_path, corpus_build, corpus_settings, encoder):
     """An app over a private copy of the corpus index, with an API key."""
     index_dir = tmp_path / "index"
-    copy_index(corpus_settings.index_dir, index_dir)
-    settings = corpus_settings.model_copy(
-        update={"index_dir": index_dir, "api_keys": KEY, "max_upsert_documents": 3}
-    )
-    app = create_app(settings, searcher=load_searcher(settings, encoder))
+    app = private_app(index_dir, corpus_settings, encoder, api_keys=KEY, max_upsert_documents=3)
     return app, app.test_client(), index_dir
 
 

@@ -6,9 +6,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from server.app import create_app
-from server.retrieval import load_searcher
-from tests.conftest import copy_index
+from tests.conftest import private_app
 
 KEY = "fuzz-key"
 
@@ -16,11 +14,8 @@ KEY = "fuzz-key"
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory, corpus_build, corpus_settings, encoder):
     index_dir = tmp_path_factory.mktemp("fuzz") / "index"
-    copy_index(corpus_settings.index_dir, index_dir)
-    fuzz_settings = corpus_settings.model_copy(
-        update={"index_dir": index_dir, "api_keys": KEY, "rate_limit": "", "write_rate_limit": ""}
-    )
-    app = create_app(fuzz_settings, searcher=load_searcher(fuzz_settings, encoder))
+    limits = {"rate_limit": "", "write_rate_limit": ""}
+    app = private_app(index_dir, corpus_settings, encoder, api_keys=KEY, **limits)
     return schemathesis.openapi.from_wsgi("/openapi.json", app)
 
 

@@ -11,9 +11,7 @@ import pytest
 import requests
 
 from semqa.launch import running_server
-from server.app import create_app
-from server.retrieval import load_searcher
-from tests.conftest import copy_index
+from tests.conftest import copy_index, private_app
 
 KEY = "hostile-key"
 AUTH = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -22,11 +20,8 @@ AUTH = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory, corpus_build, corpus_settings, encoder):
     index_dir = tmp_path_factory.mktemp("hostile") / "index"
-    copy_index(corpus_settings.index_dir, index_dir)
-    settings = corpus_settings.model_copy(
-        update={"index_dir": index_dir, "api_keys": KEY, "rate_limit": "", "write_rate_limit": ""}
-    )
-    return create_app(settings, searcher=load_searcher(settings, encoder)).test_client()
+    limits = {"rate_limit": "", "write_rate_limit": ""}
+    return private_app(index_dir, corpus_settings, encoder, api_keys=KEY, **limits).test_client()
 
 
 def nested(depth: int) -> str:
