@@ -141,6 +141,32 @@ class Writer:
             raise RuntimeError("the commit was interrupted; nothing of this change was stored")
         return item.result
 
+    def _store(self, ready: list[_Pending]) -> int | None:
+        """Commit the writes in one transaction and give each its result; the new sequence, if any. When that
+        fails and they are several, each is committed alone, so that a write that cannot be stored fails
+        itself only, not the writes that arrived beside it."""
+        try:
+            committed = self.store.commit([c for item in ready for c in item.changes])
+        except Exception:
+            if len(ready) == 1:
+                raise
+            log.exception("a commit of %d writes failed: committing each alone", len(ready))
+            seq = None
+            for item in ready:
+                try:
+                    item.result = self.store.commit(item.changes)
+                    seq = item.result.seq if item.result.seq is not None else seq
+                except Exception as exc:
+                    log.exception("a write failed; nothing of it was stored")
+                    item.error = exc
+            return seq
+        at = 0
+        for item in ready:
+            outcomes = committed.outcomes[at : at + len(item.changes)]
+            at += len(item.changes)
+            item.result = Committed(committed.seq, outcomes)
+        return committed.seq
+
     def _commit(self, batch: list[_Pending]) -> None:
         seq = None
         try:
@@ -151,13 +177,7 @@ class Writer:
                     if item.config != config:
                         item.error = ConfigChanged("the index was rebuilt with other settings meanwhile")
                 previous = recover(self.store, self.index_dir)
-                committed = self.store.commit([c for item in ready for c in item.changes])
-                seq = committed.seq
-                at = 0
-                for item in ready:
-                    outcomes = committed.outcomes[at : at + len(item.changes)]
-                    at += len(item.changes)
-                    item.result = Committed(committed.seq, outcomes)
+                seq = self._store(ready)
                 if seq is not None:
                     name = current_name(self.index_dir)
                     try:
@@ -168,7 +188,7 @@ class Writer:
                         for item in ready:
                             item.error = NotSearchable(seq, str(exc))
         except Exception as exc:
-            log.exception("commit failed; nothing of it was stored")
+            log.exception("commit failed; nothing of it (that was not stored alone) was stored")
             for item in batch:
                 if item.result is None and item.error is None:
                     item.error = exc

@@ -82,6 +82,36 @@ def test_concurrent_writes_share_commits(index_dir, encoder):
     assert finds(reader, encoder, "Which cargo ship is number 7?", "notes/7", "lexical")
 
 
+def test_a_write_that_cannot_be_stored_fails_alone_not_the_writes_beside_it(index_dir, encoder):
+    # Writes arriving together share one commit: one that could not be stored (found by probing: metadata
+    # nested too deep for JSON) failed every write of the group. Now each is committed alone then.
+    store = Store(index_dir / STORE)
+    writer = Writer(index_dir, store)
+    bad = replace(note(100), metadata={"not json": object()})
+    prepared = [upserts(encoder, store, note(i)) for i in range(3)] + [upserts(encoder, store, bad)]
+    results: dict[int, object] = {}
+
+    def submit(n: int) -> None:
+        try:
+            results[n] = writer.submit(prepared[n], store.config)
+        except Exception as exc:  # noqa: BLE001 (the bad write's own error)
+            results[n] = exc
+
+    with writer_lock(index_dir):  # the first leader waits for the lock; the others pile up behind it
+        threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.1)
+        time.sleep(0.3)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert isinstance(results[3], TypeError)
+    assert all(results[n].outcomes == ["changed"] for n in range(3))
+    reader = open_reader(index_dir, encoder)
+    assert reader.view.store.document_count == 5 + 3 and reader.view.store.document("notes/100") is None
+    assert finds(reader, encoder, "Which cargo ship is number 2?", "notes/2", "lexical")
+
+
 def test_a_view_never_changes_under_a_request(index_dir, encoder):
     reader = open_reader(index_dir, encoder)
     store = reader.store
