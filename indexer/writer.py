@@ -186,9 +186,11 @@ class Writer:
                     except Exception as exc:  # durable already: say so, do not call it failed
                         log.exception("commit %d not applied to the lexical index", seq)
                         for item in ready:
-                            item.error = NotSearchable(seq, str(exc))
+                            if item.error is None:  # not for a write that failed alone (never stored)
+                                stored = item.result.seq if item.result is not None else None
+                                item.error = NotSearchable(stored or seq, str(exc))
         except Exception as exc:
-            log.exception("commit failed; nothing of it (that was not stored alone) was stored")
+            log.exception("commit failed; nothing of it was stored")
             for item in batch:
                 if item.result is None and item.error is None:
                     item.error = exc

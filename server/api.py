@@ -2,65 +2,18 @@
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from typing import Any
 
-from apiflask import APIBlueprint, abort
+from apiflask import APIBlueprint
 from flask import Response, current_app, request
 
 from semqa.settings import Settings
 from server.auth import Access
-from server.drain import body_framing
+from server.json_body import read_json, require_json
 from server.responses import answer_json, health_json, passage_json
 from server.retrieval import Searcher, SearchOptions
 from server.schemas import AskOut, HealthOut, ReadyOut, ask_schema
-
-
-def require_json() -> None:
-    """A request with a body sends JSON: declared so (415), within the route's limit (413; one sent chunked
-    is read whole here), and readable as JSON (400, saying why, before the schema's checks)."""
-    if request.method not in ("POST", "PUT", "PATCH"):
-        return
-    if not request.is_json:
-        abort(415, "send the body as JSON with Content-Type: application/json")
-    _read_chunked_body()
-    _check_json(request.get_data(cache=True))
-
-
-def _check_json(body: bytes) -> None:
-    """The body parses as UTF-8 JSON. webargs answers a body that does not with a bare "Bad Request", and
-    one nested past the interpreter's recursion limit, or holding an integer of more than 4,300 digits,
-    with a 500 (a ``RecursionError`` or ``ValueError`` it does not catch); parsed here first (microseconds
-    for a question), each is a 400 that says what is wrong."""
-    try:
-        json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        abort(
-            400, f"invalid request: the body is not UTF-8 ({exc.reason} at byte {exc.start}); send UTF-8 JSON"
-        )
-    except RecursionError:
-        abort(400, "invalid request: the JSON nests too deeply to read")
-    except ValueError as exc:  # json.JSONDecodeError, or too many digits
-        abort(400, f"invalid request: the body is not JSON that can be read: {exc}")
-
-
-def _read_chunked_body() -> None:
-    """A body sent chunked (no declared length), read now and handed on as a declared one; 413 beyond the
-    limit. werkzeug stops reading such a body at the limit without looking for more, so one longer than
-    the limit was parsed cut short (400, "Bad Request") instead of refused as a declared one is. A
-    refused body's rest is left to the unread-body discard (server.drain)."""
-    environ = request.environ
-    if body_framing(environ) != (0, True):
-        return
-    limit = request.max_content_length
-    body = environ["wsgi.input"].read(-1 if limit is None else limit + 1)
-    if limit is not None and len(body) > limit:
-        abort(413)
-    environ["wsgi.input"] = io.BytesIO(body)
-    environ["CONTENT_LENGTH"] = str(len(body))
-    del environ["HTTP_TRANSFER_ENCODING"]
 
 
 def searcher() -> Searcher:
@@ -76,6 +29,7 @@ def create_api(settings: Settings, access: Access) -> APIBlueprint:
         require_json()
         if request.endpoint == "api.ask":  # the probes stay open
             access.read("asking")
+        read_json()
 
     @api.post("/ask")
     @api.input(ask_schema(settings), location="json", arg_name="body")

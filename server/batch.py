@@ -15,8 +15,8 @@ from apiflask.validators import Length, Range
 from marshmallow import RAISE
 
 from semqa.settings import Settings
-from server.api import require_json
 from server.auth import Access
+from server.json_body import read_json, require_json
 from server.responses import passage_json
 from server.retrieval import Searcher, SearchOptions
 from server.schemas import NOT_BLANK, JsonInteger, Text
@@ -70,6 +70,7 @@ def create_batch_api(settings: Settings, searcher: Searcher, access: Access) -> 
     def _json_and_key() -> None:
         require_json()
         access.read("asking")
+        read_json()
 
     @api.post("/query")
     @api.input(query_schema(settings), location="json", arg_name="body")

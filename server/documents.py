@@ -31,8 +31,8 @@ from indexer.passages import prepare_upserts
 from indexer.store import Change, Committed, Delete
 from indexer.writer import ConfigChanged, NotSearchable, Writer
 from semqa.settings import Settings
-from server.api import require_json
 from server.auth import Access
+from server.json_body import read_json, require_json
 from server.retrieval import Searcher, configured_encoder
 from server.schemas import DeleteOut, DocumentList, DocumentOut, PageQuery, UpsertOut, upsert_schema
 
@@ -162,6 +162,7 @@ def create_documents_api(settings: Settings, searcher: Searcher, access: Access)
             request.max_content_length = settings.max_write_body_bytes
             access.write("writing documents")
             require_json()
+            read_json()
         else:
             access.read("reading")
 

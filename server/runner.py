@@ -47,6 +47,19 @@ class _IdleTimeoutSocket(socket.socket):
     def setblocking(self, flag: bool) -> None:
         self.settimeout(self.idle_timeout if flag else 0.0)
 
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Each ``send`` within the timeout, however long the whole takes: Python bounds a ``sendall`` as a
+        whole by the socket's timeout, which cut a large answer to a client reading it steadily."""
+        with memoryview(data) as view, view.cast("B") as octets:
+            sent = 0
+            while sent < len(octets):
+                sent += self.send(octets[sent:], flags)
+
+
+def idle_timeout_socket(seconds: float) -> type[_IdleTimeoutSocket]:
+    """The socket class a worker's connections become: bounded by ``seconds`` per send or receive."""
+    return type("IdleTimeoutSocket", (_IdleTimeoutSocket,), {"__slots__": (), "idle_timeout": seconds})
+
 
 class _QuietTimeouts(logging.Filter):
     """gunicorn logs a connection it gave up on as an error with a traceback ("Socket error processing
@@ -58,9 +71,7 @@ class _QuietTimeouts(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], TimeoutError):
-            record.msg = (
-                "gave up a connection silent for %g s in the middle of a request (SEMQA_CLIENT_TIMEOUT)"
-            )
+            record.msg = "gave up a connection that sent or took nothing for %g s (SEMQA_CLIENT_TIMEOUT)"
             record.args = (self.seconds,)
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
@@ -88,21 +99,18 @@ def worker_class(client_timeout: float) -> type[ThreadWorker]:
     read and answer a request) and non-blocking (kept alive in its poller); here blocking means blocking
     for at most ``client_timeout`` seconds at a time, as nginx's ``client_header_timeout`` and
     ``client_body_timeout`` do. Then gunicorn closes a connection stalled in its headers (logging the
-    timeout), and the app answers a stalled body 408 (``server.stalls``).
+    timeout), and the app answers a stalled body 408 (``server.stalls``). (semqa serves plain HTTP/1.1:
+    under TLS gunicorn would wrap the socket in a class of its own, bounding only a connection's first
+    request.)
     """
-    sockets = type(
-        "IdleTimeoutSocket", (_IdleTimeoutSocket,), {"__slots__": (), "idle_timeout": client_timeout}
-    )
+    sockets = idle_timeout_socket(client_timeout)
 
     class IdleTimeoutWorker(ThreadWorker):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
+        def init_process(self) -> None:  # in the worker's process, after the fork
             self.log.error_log.addFilter(_QuietTimeouts(client_timeout))
-
-        def init_process(self) -> None:
             # gunicorn answers what it refuses itself (headers too large, a request line too long, a
             # malformed request...) with an HTML page, through this function of its utilities: in this
-            # worker process, with the one JSON error shape instead (tests/test_limits.py checks it still is)
+            # worker process, with the one JSON error shape instead (tests/test_hostile_input.py checks it)
             util.write_error = _write_json_error
             super().init_process()
 

@@ -75,15 +75,18 @@ class Metadata(Dict):
 
 
 def _not_storable(value: Any, depth: int, where: str = "") -> str | None:
-    """Why ``value`` cannot be stored as JSON and read back the same, or None."""
-    if depth < 0:
-        return f"nests deeper than {METADATA_DEPTH} levels"
+    """Why ``value`` cannot be stored as JSON and read back the same, or None; ``depth``: how many more
+    objects and arrays may nest here."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"holds {value} at {where or 'the top'}, which is not a JSON number (NaN, Infinity, or beyond 1e308)"
     if isinstance(value, str):
         problem = not_unicode(value)
         return f"at {where or 'the top'} {problem}" if problem else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    if not isinstance(value, (dict, list)):
+        return None
+    if depth == 0:
+        return f"nests deeper than {METADATA_DEPTH} levels"
+    items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
         place = f"{where}.{key}" if where else str(key)
         problem = (not_unicode(key) if isinstance(key, str) else None) or _not_storable(

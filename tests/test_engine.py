@@ -19,13 +19,14 @@ import requests
 
 from indexer import API_SOURCE, ChunkingConfig, Document, IndexLoadError, IndexReader, build_index
 from indexer import compact as compact_module
+from indexer import writer as writer_module
 from indexer.compact import compact
 from indexer.evidence import PassageEvidence, write_evidence
 from indexer.generation import GENERATIONS, MANIFEST, current_name
 from indexer.layout import STORE, writer_lock
 from indexer.passages import prepare_upserts
 from indexer.store import Delete, Passage, Store, Upsert
-from indexer.writer import Writer, recover_index
+from indexer.writer import NotSearchable, Writer, recover_index
 from semqa.launch import running_server
 from server.retrieval import Searcher, SearchOptions
 from tests.conftest import CORPUS, DATA, copy_index
@@ -82,9 +83,9 @@ def test_concurrent_writes_share_commits(index_dir, encoder):
     assert finds(reader, encoder, "Which cargo ship is number 7?", "notes/7", "lexical")
 
 
-def test_a_write_that_cannot_be_stored_fails_alone_not_the_writes_beside_it(index_dir, encoder):
-    # Writes arriving together share one commit: one that could not be stored (found by probing: metadata
-    # nested too deep for JSON) failed every write of the group. Now each is committed alone then.
+def _grouped_with_a_bad_write(index_dir: Path, encoder) -> dict[int, object]:
+    """Three good writes and one that cannot be stored (metadata JSON cannot hold), the last three sharing
+    a commit: the first leader waits for the held lock while the others pile up behind it."""
     store = Store(index_dir / STORE)
     writer = Writer(index_dir, store)
     bad = replace(note(100), metadata={"not json": object()})
@@ -94,10 +95,10 @@ def test_a_write_that_cannot_be_stored_fails_alone_not_the_writes_beside_it(inde
     def submit(n: int) -> None:
         try:
             results[n] = writer.submit(prepared[n], store.config)
-        except Exception as exc:  # noqa: BLE001 (the bad write's own error)
+        except Exception as exc:  # noqa: BLE001 (each write's own error)
             results[n] = exc
 
-    with writer_lock(index_dir):  # the first leader waits for the lock; the others pile up behind it
+    with writer_lock(index_dir):
         threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
         for thread in threads:
             thread.start()
@@ -105,11 +106,37 @@ def test_a_write_that_cannot_be_stored_fails_alone_not_the_writes_beside_it(inde
         time.sleep(0.3)
     for thread in threads:
         thread.join(timeout=60)
+    return results
+
+
+def test_a_write_that_cannot_be_stored_fails_alone_not_the_writes_beside_it(index_dir, encoder, caplog):
+    # Writes arriving together share one commit: one that could not be stored (found by probing: metadata
+    # nested too deep for JSON) failed every write of the group. Now each is committed alone then.
+    results = _grouped_with_a_bad_write(index_dir, encoder)
+    assert "a commit of 3 writes failed: committing each alone" in caplog.text  # they were grouped
     assert isinstance(results[3], TypeError)
     assert all(results[n].outcomes == ["changed"] for n in range(3))
     reader = open_reader(index_dir, encoder)
     assert reader.view.store.document_count == 5 + 3 and reader.view.store.document("notes/100") is None
     assert finds(reader, encoder, "Which cargo ship is number 2?", "notes/2", "lexical")
+
+
+def test_a_write_that_failed_alone_is_not_told_it_was_stored(index_dir, encoder, caplog, monkeypatch):
+    # when the lexical index then cannot be updated, the stored writes hear "durable, not searchable yet";
+    # the write that failed keeps its own error (it heard "committed" too, and would not have resent it)
+    calls, apply_lexical = [], writer_module.apply_lexical
+
+    def failing_apply(*args: object) -> None:
+        calls.append(args)
+        if len(calls) > 1:  # the first commit (the first write alone) applies; the group's does not
+            raise OSError("disk full")
+        apply_lexical(*args)
+
+    monkeypatch.setattr(writer_module, "apply_lexical", failing_apply)
+    results = _grouped_with_a_bad_write(index_dir, encoder)
+    assert "a commit of 3 writes failed: committing each alone" in caplog.text
+    assert isinstance(results[3], TypeError)
+    assert all(isinstance(results[n], NotSearchable) for n in (1, 2)), results
 
 
 def test_a_view_never_changes_under_a_request(index_dir, encoder):

@@ -18,6 +18,7 @@ from apiflask import abort
 from semqa.launch import running_server
 from server.app import create_app
 from server.drain import DiscardUnreadBody
+from server.runner import idle_timeout_socket
 from tests.conftest import copy_index
 
 KEY = "limits-key"
@@ -189,6 +190,28 @@ def test_a_stalled_body_is_given_up_after_the_time_bound():
         DiscardUnreadBody(lambda e, s: [b""], max_bytes=10**7, seconds=0.3)(body, lambda *a: None)
         assert time.monotonic() - started < 30  # it returned (the bound is 0.3 s), not blocked forever
         assert server_end.gettimeout() is None  # the socket's own timeout is put back
+
+
+def test_a_large_answer_to_a_client_reading_steadily_is_sent_whole():
+    # The client timeout bounds each send, not the whole answer: Python bounds a sendall as a whole by the
+    # socket's timeout, which cut an 8 MB answer to a client reading 64 KB every 50 ms after 0.5 s.
+    server_end, client_end = socket.socketpair()
+    server_end.__class__ = idle_timeout_socket(0.5)
+    server_end.setblocking(True)
+    received = []
+
+    def read_slowly() -> None:
+        while chunk := client_end.recv(65536):
+            received.append(len(chunk))
+            time.sleep(0.05)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    with server_end:
+        server_end.sendall(b"x" * (8 * 1024 * 1024))  # raised TimeoutError before
+    reader.join(60)
+    client_end.close()
+    assert sum(received) == 8 * 1024 * 1024
 
 
 def read_urllib(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, dict]:
