@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from embeddings.files import Busy
 from indexer.generation import current_name, generations_dir
 from indexer.layout import STORE, IndexLoadError, writer_lock
 from indexer.lexical import LexicalIndex, LexicalRow
@@ -190,7 +191,10 @@ class Writer:
                                 stored = item.result.seq if item.result is not None else None
                                 item.error = NotSearchable(stored or seq, str(exc))
         except Exception as exc:
-            log.exception("commit failed; nothing of it was stored")
+            if isinstance(exc, Busy):  # a rebuild holds the index: the writes answer 503, as documented
+                log.info("writes not committed: %s", exc)
+            else:
+                log.exception("commit failed; nothing of it was stored")
             for item in batch:
                 if item.result is None and item.error is None:
                     item.error = exc

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser("ask", help="answer one question from the index, locally")
     ask.add_argument("question")
-    ask.add_argument("-k", "--top-k", type=int, default=5, help="passages to print (default 5)")
+    ask.add_argument("-k", "--top-k", type=_positive, default=5, help="passages to print (default 5)")
     ask.add_argument("--mode", choices=MODES, default="hybrid")
     _add_index_flags(ask)
 
@@ -267,9 +267,19 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from server.retrieval import SearchOptions, load_searcher
+    from server.text_input import blank
 
+    if blank(args.question):
+        raise ValueError("the question is blank: ask something")
     passages = load_searcher(settings).search(args.question, args.top_k, SearchOptions(mode=args.mode))
     for rank, passage in enumerate(passages, 1):
         chunk = passage.chunk
@@ -360,8 +370,13 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     from embeddings.files import Busy
+    from indexer import IndexLoadError
     from indexer.compact import compact
 
+    if not (
+        settings.index_dir / "CURRENT"
+    ).is_file():  # before compact takes its lock, which makes the folder
+        raise IndexLoadError(f"no index in {settings.index_dir}: build one with `semqa index`")
     try:
         report = compact(settings.index_dir, settings.faiss_factory)
     except Busy:
@@ -399,8 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
         return COMMANDS[args.command](args, settings)
     except ValidationError as exc:
-        print(f"semqa: invalid setting: {exc}", file=sys.stderr)
-    except (CorpusError, IndexLoadError, ModelError, RayBuildError, FileNotFoundError, ValueError) as exc:
+        for error in exc.errors(include_url=False):
+            name = str(error["loc"][0]) if error["loc"] else ""
+            where = f"SEMQA_{name.upper()}" if name else "setting"  # or its flag
+            print(f"semqa: invalid {where}: {error['msg']} (got {error.get('input')!r})", file=sys.stderr)
+    except (CorpusError, IndexLoadError, ModelError, RayBuildError, OSError, ValueError) as exc:
         print(f"semqa {args.command}: {exc}", file=sys.stderr)
     return 1
 

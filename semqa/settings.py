@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import Field
+from limits import parse_many
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embeddings.backends import AUTO, BACKENDS, NEW_INDEX_BACKEND, BackendSetting
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0,
         ge=0,
+        le=256,
         description="Encoder threads per process (torch's, or texts the ONNX backends embed at once); 0 = "
         "the library's default (ONNX: one per core), or cores / workers under serve.",
     )
@@ -178,6 +180,22 @@ class Settings(BaseSettings):
         "60 per minute",
         description="Per-client limit on writes (upserts and deletes together); empty = none.",
     )
+
+    @field_validator("rate_limit", "write_rate_limit")
+    @classmethod
+    def _a_rate_limit(cls, value: str) -> str:
+        """Read now, so that a typo stops the start (flask-limiter reads a limit at each request: a bad
+        application limit failed every request with a 500, a bad blueprint limit was skipped silently)."""
+        if value:
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{exc}; write e.g. '600 per minute', '10/second' or '100 per hour; 10 per second', "
+                    "or nothing for no limit"
+                ) from None
+        return value
+
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS off.")
 
     slack_signing_secret: str = Field("", description="Slack app signing secret; empty = Slack endpoint off.")

@@ -3,7 +3,7 @@
 Two scopes: ``read`` (ask, query, list and read documents, metrics, MCP) and ``write`` (upsert and delete,
 and everything ``read`` allows). Keys come from ``SEMQA_API_KEYS`` (write), ``SEMQA_READ_KEYS`` (read) and
 the key file, whose lines are ``write <key>``, ``read <key>`` or a bare ``<key>`` (write, as before scopes
-existed); blank lines and lines starting with ``#`` are skipped.
+existed); blank lines are skipped, and so is a line's rest from a word starting with ``#`` (a comment).
 
 The key file is re-read when it changes (its modification time, size or inode, one ``stat`` per check),
 so revoking a key needs no restart. A file that cannot be read or parsed any more is logged and the keys
@@ -44,7 +44,8 @@ def parse_key_file(text: str, path: Path) -> list[tuple[str, Scope]]:
     keys: list[tuple[str, Scope]] = []
     for number, line in enumerate(text.splitlines(), 1):
         words = line.split()
-        if not words or words[0].startswith("#"):
+        words = words[: next((i for i, w in enumerate(words) if w.startswith("#")), len(words))]  # comment
+        if not words:
             continue
         if len(words) == 1 and words[0] not in SCOPES:  # a scope alone is a key forgotten
             keys.append((words[0], "write"))
@@ -53,7 +54,8 @@ def parse_key_file(text: str, path: Path) -> list[tuple[str, Scope]]:
         else:
             raise KeyFileError(
                 f"{path}, line {number}: expected '<key>', 'read <key>' or 'write <key>' "
-                f"(a key is one word), not {len(words)} words starting with {words[0][:12]!r}"
+                f"(a key is one word; a comment starts with '#'), not {len(words)} words starting with "
+                f"{words[0][:12]!r}"
             )
     return keys
 

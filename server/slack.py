@@ -21,6 +21,7 @@ from flask import request
 
 from semqa.settings import Settings
 from server.retrieval import Searcher
+from server.text_input import blank
 
 MAX_AGE = 5 * 60  # seconds
 PASSAGES = 3
@@ -113,7 +114,7 @@ def create_slack_api(settings: Settings, searcher: Searcher) -> APIBlueprint:
         if not seen.first_time(signature, now):
             abort(401, "this Slack request was already answered (replay)")
         question = request.form.get("text", "").strip()[: settings.max_question_chars]
-        if not question:
+        if blank(question):
             return {
                 "response_type": "ephemeral",
                 "text": "Ask a question after the command, e.g. `/ask Where is the conference held?`",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from semqa.cli import main
 from tests.conftest import CORPUS, DATA
 
@@ -31,7 +33,27 @@ def test_errors_are_one_line_and_exit_1(tmp_path, capsys):
     assert main(["ask", "anything", "--index-dir", str(tmp_path / "none")]) == 1
     assert "semqa index" in capsys.readouterr().err
     assert main(["index", "--chunk-tokens", "3", "--index-dir", str(tmp_path / "i")]) == 1
-    assert "chunk_tokens" in capsys.readouterr().err
+    assert "SEMQA_CHUNK_TOKENS" in capsys.readouterr().err
+
+
+def test_bad_settings_and_arguments_stop_the_command_with_one_line(tmp_path, capsys, monkeypatch):
+    # found by probing: a rate limit flask-limiter cannot read was accepted, then failed every request
+    # (500) or, for writes, was skipped silently; a negative -k printed all passages but a few; a blank
+    # question printed arbitrary ones; compact on a mistyped path made the path and a lock file in it
+    for name, value in (("SEMQA_RATE_LIMIT", "garbage"), ("SEMQA_WRITE_RATE_LIMIT", "2 per fortnight")):
+        monkeypatch.setenv(name, value)
+        assert main(["ask", "space", "--index-dir", str(tmp_path / "none")]) == 1  # as serve and mcp do
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"semqa: invalid {name}: ") and "600 per minute" in err and "\n" not in err
+        monkeypatch.delenv(name)
+    with pytest.raises(SystemExit) as exit_:
+        main(["ask", "space", "-k", "-1"])
+    assert exit_.value.code == 2 and "must be 1 or more" in capsys.readouterr().err
+    assert main(["ask", "\u200b ", "--index-dir", str(tmp_path / "none")]) == 1
+    assert "the question is blank" in capsys.readouterr().err
+    typo = tmp_path / "typo" / "sub"
+    assert main(["compact", "--index-dir", str(typo)]) == 1
+    assert "no index in" in capsys.readouterr().err and not (tmp_path / "typo").exists()
 
 
 def test_mcp_refuses_a_missing_index_and_bad_options(tmp_path, capsys, monkeypatch):

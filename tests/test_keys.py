@@ -32,6 +32,13 @@ def test_the_key_file_format(tmp_path):
         ("w-key", "write"),
         ("r-key", "read"),
     ]
+    # a comment after a key, as the README's example has (that example stopped the server)
+    text = "write 3f9c0a   # may write and read\nread  b71e42 #may read only\n5d0e9b  # a bare key\n"
+    assert parse_key_file(text, tmp_path / "keys") == [
+        ("3f9c0a", "write"),
+        ("b71e42", "read"),
+        ("5d0e9b", "write"),
+    ]
     for bad, number in (("admin k\n", 1), ("ok\nread\n", 2), ("ok\n\na b c\n", 3)):
         with pytest.raises(KeyFileError, match=f"keys, line {number}: expected"):
             parse_key_file(bad, tmp_path / "keys")

@@ -84,8 +84,9 @@ def test_disabled_without_a_signing_secret(corpus_settings, searcher):
     )
 
 
-def test_empty_command_gets_a_hint(client):
-    body = form("   ")
+@pytest.mark.parametrize("text", ["   ", "\u200b", "\x01\x02"])  # blank to a reader, as /ask has it
+def test_empty_command_gets_a_hint(client, text):
+    body = form(text)
     response = client.post("/integrations/slack/command", data=body, headers=signed(body))
     assert response.status_code == 200 and "/ask" in response.get_json()["text"]
 
