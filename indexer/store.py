@@ -176,7 +176,11 @@ class Store:
         try:
             meta = dict(self._reader().execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
-            raise IndexLoadError(f"{path} is not a readable index store ({exc}); rebuild with `semqa index`")
+            raise IndexLoadError(
+                f"{path} is not a readable index store ({exc}): restore it from a copy, or move the index "
+                "directory aside and build a new one with `semqa index` (documents written through the API "
+                "are kept in this file only)"
+            )
         if int(meta.get("format", 0)) != FORMAT_VERSION:
             raise IndexLoadError(
                 f"{path} has format {meta.get('format')}, this semqa reads {FORMAT_VERSION}; rebuild with "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from embeddings.files import Busy
 from indexer.generation import current_name, generations_dir
-from indexer.layout import STORE, IndexLoadError, writer_lock
+from indexer.layout import CURRENT, GENERATIONS, STORE, IndexLoadError, writer_lock
 from indexer.lexical import LexicalIndex, LexicalRow
 from indexer.store import Change, Committed, Store, StoreConfig
 
@@ -69,7 +69,11 @@ def recover(store: Store, index_dir: Path) -> int:
         return latest
     reflected = store.derived_seq(name)
     if reflected is None:
-        raise IndexLoadError(f"the store records no state for generation {name}; rebuild with `semqa index`")
+        raise IndexLoadError(
+            f"{index_dir / CURRENT} names generation {name!r}, which the store does not know: put back the "
+            f"name of a generation under {GENERATIONS}/, or move the index directory aside and build a new one "
+            "with `semqa index`"
+        )
     if reflected < latest:
         log.warning("catching generation %s up from sequence %d to %d", name, reflected, latest)
         apply_lexical(store, index_dir, name, reflected, latest)
