@@ -130,15 +130,21 @@ class IndexReader:
         self.effort = effort
         self.verify = verify
         self.store = Store(index_dir / STORE)
-        _check_model(self.store, model_sha256, dimension)
-        problem = incompatibility(self.store.config.backend, backend)
-        if problem is not None:
-            raise IndexLoadError(problem)
+        self._serves = (model_sha256, dimension, backend)
+        self._check_config()
         stale = recipe_mismatch(self.store.config.int8_format, backend)
         if stale is not None:
             log.warning("%s: %s", index_dir, stale)
         self._lock = threading.Lock()
         self.view = self._open(current_path(index_dir))
+
+    def _check_config(self) -> None:
+        """The store's passages were made by the model and backend this process encodes questions with."""
+        model_sha256, dimension, backend = self._serves
+        _check_model(self.store, model_sha256, dimension)
+        problem = incompatibility(self.store.config.backend, backend)
+        if problem is not None:
+            raise IndexLoadError(problem)
 
     def _open(self, path: Path) -> IndexView:
         generation = open_generation(path, effort=self.effort, verify=self.verify)
@@ -181,6 +187,8 @@ class IndexReader:
                 if current_name(self.index_dir) != view.generation.name:
                     if not switch:
                         return False
+                    self.store.read_config()  # a rebuild may have made it with another model or backend
+                    self._check_config()
                     new = self._open(current_path(self.index_dir))
                 else:
                     target = self._reflected(view.generation)

@@ -139,6 +139,22 @@ def test_a_write_that_failed_alone_is_not_told_it_was_stored(index_dir, encoder,
     assert all(isinstance(results[n], NotSearchable) for n in (1, 2)), results
 
 
+def test_a_new_generation_made_with_another_backend_is_not_served(index_dir, encoder):
+    # found by probing: `semqa index --backend onnx` over an int8 index while serving switched the server to
+    # vectors its questions' encoder does not match (and every write then failed with 503), while /ready
+    # said nothing. The new generation is refused as a server's start refuses it: the last view stays
+    # and the refresh reports why (/ready's reload_error).
+    reader = open_reader(index_dir, encoder)
+    before = reader.view
+    store = Store(index_dir / STORE)
+    other = "onnx-int8" if encoder.backend != "onnx-int8" else "torch"
+    store.set_config(replace(store.config, backend=other))
+    compact(index_dir)  # a new generation of the store as it now says it was made
+    with pytest.raises(IndexLoadError, match=f"built with encoder backend {other}"):
+        reader.refresh()
+    assert reader.view is before
+
+
 def test_a_view_never_changes_under_a_request(index_dir, encoder):
     reader = open_reader(index_dir, encoder)
     store = reader.store
