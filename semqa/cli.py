@@ -370,12 +370,10 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     from embeddings.files import Busy
-    from indexer import IndexLoadError
+    from indexer import IndexLoadError, has_index
     from indexer.compact import compact
 
-    if not (
-        settings.index_dir / "CURRENT"
-    ).is_file():  # before compact takes its lock, which makes the folder
+    if not has_index(settings.index_dir):  # checked before compact takes its lock, which makes the folder
         raise IndexLoadError(f"no index in {settings.index_dir}: build one with `semqa index`")
     try:
         report = compact(settings.index_dir, settings.faiss_factory)
