@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semqa.evaluation import DEEP_TOP_K, SERVED_TOP_K
-from semqa.settings import BACKEND_SETTINGS, ENGINES, FUSIONS, MODES, RANKINGS, Settings
+from semqa.settings import BACKEND_SETTINGS, ENGINES, FUSIONS, MODES, RANKINGS, Settings, unknown_variables
 
 if TYPE_CHECKING:  # the heavy imports wait until a command needs them, so `semqa --help` is instant
     from embeddings import Encoder
@@ -408,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    for warning in unknown_variables(os.environ):
+        print(f"semqa: warning: {warning}", file=sys.stderr)
     try:
         settings = settings_from_args(args)
         return COMMANDS[args.command](args, settings)

@@ -6,11 +6,13 @@ The object is built once by the CLI (or by tests) and passed down; nothing else 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, get_args
 
 from limits import parse_many
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embeddings.backends import AUTO, BACKENDS, NEW_INDEX_BACKEND, BackendSetting
@@ -181,6 +183,18 @@ class Settings(BaseSettings):
         description="Per-client limit on writes (upserts and deletes together); empty = none.",
     )
 
+    @field_validator("corpus", "index_dir", "cache_dir", "api_key_file", mode="before")
+    @classmethod
+    def _a_path(cls, value: object, info: ValidationInfo) -> object:
+        """An empty path is refused (or, for the key file, means none): pydantic reads ``SEMQA_INDEX_DIR=``
+        as the current directory, so a variable emptied by mistake would build or serve an index wherever
+        the command happened to run."""
+        if isinstance(value, str) and not value.strip():
+            if info.field_name == "api_key_file":
+                return None
+            raise ValueError("must not be empty: give a path, or unset the variable for the default")
+        return value
+
     @field_validator("rate_limit", "write_rate_limit")
     @classmethod
     def _a_rate_limit(cls, value: str) -> str:
@@ -214,3 +228,18 @@ class Settings(BaseSettings):
     def from_flags(cls, **flags: object) -> Settings:
         """Settings from the environment, with the given flags on top; ``None`` means "flag not given"."""
         return cls(**{k: v for k, v in flags.items() if v is not None})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``SEMQA_*`` variable in ``environ`` that names no setting, with the setting it
+    most resembles. pydantic ignores such variables, so a typo (``SEMQA_API_KEY`` for ``SEMQA_API_KEYS``)
+    would silently serve without keys. Warned, not refused: a platform may set variables of that prefix
+    itself (Kubernetes' service links for a service named ``semqa``: ``SEMQA_SERVICE_HOST``...)."""
+    known = {f"SEMQA_{name.upper()}" for name in Settings.model_fields}
+    warnings = []
+    for variable in sorted(environ):
+        if variable.upper().startswith("SEMQA_") and variable.upper() not in known:
+            close = difflib.get_close_matches(variable.upper(), sorted(known), n=1, cutoff=0.8)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(f"{variable} is not a semqa setting and is ignored{hint}")
+    return warnings

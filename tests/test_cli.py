@@ -56,6 +56,29 @@ def test_bad_settings_and_arguments_stop_the_command_with_one_line(tmp_path, cap
     assert "no index in" in capsys.readouterr().err and not (tmp_path / "typo").exists()
 
 
+def test_a_mistyped_variable_is_named_and_an_empty_path_refused(tmp_path, capsys, monkeypatch):
+    # found by probing: SEMQA_API_KEY (for SEMQA_API_KEYS) was ignored without a word, which leaves a
+    # server without keys; an empty SEMQA_INDEX_DIR meant the current directory
+    monkeypatch.setenv("SEMQA_API_KEY", "secret")
+    monkeypatch.setenv("SEMQA_SERVICE_HOST", "10.0.0.1")  # a platform's variable: named, no suggestion
+    assert main(["ask", "space", "--index-dir", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (
+        "semqa: warning: SEMQA_API_KEY is not a semqa setting and is ignored; did you mean SEMQA_API_KEYS?"
+    )
+    assert err[1] == "semqa: warning: SEMQA_SERVICE_HOST is not a semqa setting and is ignored"
+    assert err[2].startswith("semqa ask: no index in")
+    monkeypatch.delenv("SEMQA_API_KEY")
+    monkeypatch.delenv("SEMQA_SERVICE_HOST")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEMQA_INDEX_DIR", "")
+    assert main(["compact"]) == 1
+    assert "invalid SEMQA_INDEX_DIR: Value error, must not be empty" in capsys.readouterr().err
+    monkeypatch.setenv("SEMQA_API_KEY_FILE", "")  # an optional path: empty means none
+    assert main(["ask", "space", "--index-dir", str(tmp_path / "none")]) == 1
+    assert "no index in" in capsys.readouterr().err
+
+
 def test_mcp_refuses_a_missing_index_and_bad_options(tmp_path, capsys, monkeypatch):
     assert main(["mcp", "--index-dir", str(tmp_path / "none")]) == 1
     assert (
