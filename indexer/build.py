@@ -50,6 +50,11 @@ class BuildReport:
     embed_seconds: float
     imported: int = 0  # passages read embedded from Parquet files
     backend: str = "torch"  # the encoder backend the index's vectors were made with
+    # documents written through the API whose passages were made again (a rebuild with other chunking or
+    # another model remakes every passage, theirs from their stored text), and those passages; they count
+    # in ``embedded`` but not in ``documents`` or ``chunks``
+    api_documents: int = 0
+    api_chunks: int = 0
 
     @property
     def chunks_per_second(self) -> float:
@@ -168,4 +173,6 @@ def build_index(
         embed_seconds=embed_seconds,
         imported=sum(len(u.passages) for u in upserts if u.document.id in imported_ids),
         backend=store.config.backend,
+        api_documents=sum(1 for u in upserts if u.document.id not in read_ids),
+        api_chunks=sum(len(u.passages) for u in upserts if u.document.id not in read_ids),
     )

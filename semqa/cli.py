@@ -160,10 +160,15 @@ def _print_report(report: BuildReport) -> None:
     for skipped in report.skipped:
         print(f"skipped {skipped.source}: {skipped.reason}", file=sys.stderr)
     imported = f"{report.imported} from Parquet, " if report.imported else ""
+    api = (
+        f" and {report.api_documents} API-written documents made again into {report.api_chunks} chunks"
+        if report.api_documents
+        else ""
+    )
+    cached = report.chunks + report.api_chunks - report.embedded - report.imported
     print(
-        f"indexed {report.documents} documents into {report.chunks} chunks ({report.embedded} embedded, "
-        f"{imported}{report.chunks - report.embedded - report.imported} from cache; "
-        f"{report.unchanged} documents unchanged, kept as they were), "
+        f"indexed {report.documents} documents into {report.chunks} chunks{api} ({report.embedded} embedded, "
+        f"{imported}{cached} from cache; {report.unchanged} documents unchanged, kept as they were), "
         f"{len(report.skipped)} skipped, {report.seconds:.1f} s, {report.chunks_per_second:.1f} chunks/s "
         f"(encoder backend {report.backend}) -> {report.generation_dir}",
         file=sys.stderr,

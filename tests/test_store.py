@@ -4,6 +4,7 @@ corruption detection."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from indexer.generation import GENERATIONS, MANIFEST, current_path
 from indexer.layout import CURRENT, STORE
 from indexer.passages import prepare_upserts
 from indexer.store import Store, float32_rows
+from semqa.cli import _print_report
 from server.retrieval import Searcher, SearchOptions
 
 
@@ -99,16 +101,25 @@ def test_a_rebuild_changes_only_what_changed_and_keeps_api_documents(small_corpu
     assert documents_of(index_dir, encoder) == docs
 
 
-def test_other_chunking_remakes_every_passage_api_documents_too(small_corpus, tmp_path, encoder):
+def test_other_chunking_remakes_every_passage_api_documents_too(small_corpus, tmp_path, encoder, capsys):
     index_dir = tmp_path / "index"
     build(small_corpus, index_dir, encoder)
     long_text = " ".join(f"Sentence number {i} about the lunar base." for i in range(40))
     write_through_api(index_dir, encoder, Document("api", long_text, source=API_SOURCE))
     before = reader(index_dir, encoder).view.store.document("api")["chunks"]
-    build_index([small_corpus], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig(32, 8))
+    report = build_index([small_corpus], index_dir=index_dir, encoder=encoder, chunking=ChunkingConfig(32, 8))
     store = Store(index_dir / STORE)
     assert store.config.chunking == {"chunk_tokens": 32, "overlap": 8, "embed_title": True}
-    assert reader(index_dir, encoder).view.store.document("api")["chunks"] > before
+    after = reader(index_dir, encoder).view.store.document("api")["chunks"]
+    assert after > before
+    # the API's passages count apart from the files' (the summary printed a negative "from cache" count:
+    # they were embedded, but not counted among the chunks)
+    assert (report.api_documents, report.api_chunks) == (1, after)
+    _print_report(report)
+    summary = capsys.readouterr().err
+    assert f"and 1 API-written documents made again into {after} chunks" in summary
+    cached = int(re.search(r"(-?\d+) from cache", summary)[1])
+    assert cached == report.chunks + after - report.embedded >= 0
 
 
 def test_other_model_or_dimension_is_refused(small_corpus, tmp_path, encoder):
