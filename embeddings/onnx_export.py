@@ -135,7 +135,7 @@ def verify_export(path: Path, weights_sha256: str) -> str | None:
         return f"has an unreadable {RECORD} ({exc})"
     expected = record_format(str(record.get("backend", "")))
     if record.get("format") != expected:
-        return f"was made by an older recipe (format {record.get('format')}, this semqa makes {expected})"
+        return f"was made by another recipe (format {record.get('format')}, this semqa makes {expected})"
     if made_from != weights_sha256:
         return f"was made from other weights ({made_from[:12]}, expected {weights_sha256[:12]})"
     if file_name not in files:
