@@ -46,14 +46,21 @@ class Question:
 
 
 def read_questions(path: Path) -> list[Question]:
+    """The questions of a TSV file with the columns ``question`` and ``evidence`` (and ``doc``, optional)."""
     with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    missing = {"question", "evidence"} - set(rows[0] if rows else {})
-    if missing:
-        raise ValueError(
-            f"{path} needs the columns question and evidence (missing: {', '.join(sorted(missing))})"
-        )
-    return [Question(r.get("doc", ""), r["question"], r["evidence"]) for r in rows]
+        reader = csv.DictReader(handle, delimiter="\t")
+        missing = {"question", "evidence"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(
+                f"{path} needs the columns question and evidence (missing: {', '.join(sorted(missing))})"
+            )
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path} has its header but no questions")
+    for line, row in enumerate(rows, 2):
+        if not (row["question"] or "").strip() or not (row["evidence"] or "").strip():
+            raise ValueError(f"{path} line {line}: every question needs its question and evidence")
+    return [Question(r.get("doc") or "", r["question"], r["evidence"]) for r in rows]
 
 
 def evidence_metrics(questions: Sequence[Question], search: SearchFn) -> dict[str, float]:

@@ -16,6 +16,7 @@ from semqa.evaluation import (
     ndcg_at_k,
     normalise,
     read_beir,
+    read_questions,
     recall_at_k,
 )
 from semqa.launch import running_server
@@ -25,6 +26,22 @@ from tests.conftest import DATA
 
 def hit(text: str, highlight: str | None = None) -> Retrieved:
     return Retrieved("d", text, highlight)
+
+
+def test_a_questions_file_that_cannot_be_used_says_why(tmp_path):
+    # found by probing: a file with its header alone was said to lack the columns it has
+    path = tmp_path / "q.tsv"
+    path.write_text("doc\tquestion\tevidence\n")
+    with pytest.raises(ValueError, match="has its header but no questions"):
+        read_questions(path)
+    path.write_text("question\tanswer\nWhat?\tThat\n")
+    with pytest.raises(ValueError, match=r"missing: evidence\)"):
+        read_questions(path)
+    path.write_text("question\tevidence\nWhat launched?\tA rocket\nA short row\n")
+    with pytest.raises(ValueError, match="line 3: every question needs its question and evidence"):
+        read_questions(path)
+    path.write_text("question\tevidence\nWhat launched?\tA rocket\n")
+    assert read_questions(path) == [Question("", "What launched?", "A rocket")]
 
 
 def test_ndcg_matches_hand_computation():
