@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from semqa.settings import Settings
-from server.drain import WSGIApp, body_framing
+from server.drain import WSGIApp, body_framing, read_chunked
 from server.stalls import BodyTimedOut
 
 # environ key: when the request reached the app (time.perf_counter), before its body and its turn, so that
@@ -83,39 +83,21 @@ class TakeTurns:
 
     def _read_body(self, environ: dict[str, Any]) -> None:
         """The body, read now: whole when it is declared at most ``buffer_bytes`` long or sent chunked and
-        no longer, else left to the app (which refuses it unread: 413). A chunked body longer than that
-        keeps its first part read here in front of the rest, for the app to refuse as it would."""
+        no longer (then handed on as a declared one), else left to the app (which refuses it unread: 413).
+        A chunked body longer than that keeps its first part read here in front of the rest, for the app
+        to refuse as it would."""
         framing = body_framing(environ)
         if framing is None:
             return  # the app refuses it
         declared, chunked = framing
-        if not (0 < declared <= self.buffer_bytes or (chunked and not declared)):
-            return
-        stream = environ["wsgi.input"]
         try:
             # a client that stops sending holds its thread here for SEMQA_CLIENT_TIMEOUT (server.runner)
-            body = stream.read(declared if declared else self.buffer_bytes + 1)
+            if chunked and not declared:
+                read_chunked(environ, self.buffer_bytes)
+            elif 0 < declared <= self.buffer_bytes:
+                # a short body is the app's to refuse (400)
+                environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(declared))
         except BodyTimedOut:
             return  # the app, reading it again, answers 408
         except OSError:  # the client went away
-            body = b""
-        if chunked and len(body) > self.buffer_bytes:
-            environ["wsgi.input"] = io.BufferedReader(_Joined(body, stream))
-        else:
-            environ["wsgi.input"] = io.BytesIO(body)  # a short body is the app's to refuse (400)
-
-
-class _Joined(io.RawIOBase):
-    """``first``, then what ``rest`` still holds: a body whose start was read ahead."""
-
-    def __init__(self, first: bytes, rest: Any) -> None:
-        self._first = io.BytesIO(first)
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._first.read(len(buffer)) or self._rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+            environ["wsgi.input"] = io.BytesIO(b"")

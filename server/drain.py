@@ -19,6 +19,7 @@ own thread, and never more than the client sends: it amplifies nothing.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +39,38 @@ def body_framing(environ: dict[str, Any]) -> tuple[int, bool] | None:
     except ValueError:
         return None
     return declared, "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
+def read_chunked(environ: dict[str, Any], limit: int) -> bool:
+    """Read a body sent chunked (no declared length) now, up to ``limit`` bytes. Within the limit it is handed
+    on as a body of declared length (True), so that nothing reads it again; longer, what was read is put back
+    in front of the rest (False), for the app to refuse and the discard to read on. Read errors (a timeout,
+    a client gone) are the caller's."""
+    stream = environ["wsgi.input"]
+    body = stream.read(limit + 1)
+    if len(body) > limit:
+        environ["wsgi.input"] = io.BufferedReader(_Joined(body, stream))
+        return False
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    return True
+
+
+class _Joined(io.RawIOBase):
+    """``first``, then what ``rest`` still holds: a body whose start was read ahead."""
+
+    def __init__(self, first: bytes, rest: Any) -> None:
+        self._first = io.BytesIO(first)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._first.read(len(buffer)) or self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class DiscardUnreadBody:

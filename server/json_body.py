@@ -14,7 +14,6 @@ without a valid key is refused before its body is read.
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -23,7 +22,7 @@ from apiflask.schema_adapters.marshmallow import parser
 from flask import Request, g, request
 from marshmallow import Schema
 
-from server.drain import body_framing
+from server.drain import body_framing, read_chunked
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -66,14 +65,10 @@ def _parsed(req: Request, schema: Schema) -> Any:
 
 def _read_chunked_body() -> None:
     """A body sent chunked (no declared length), read now and handed on as a declared one; 413 beyond the
-    limit. A refused body's rest is left to the unread-body discard (server.drain)."""
-    environ = request.environ
-    if body_framing(environ) != (0, True):
+    limit (the turns, server.admission, read a question's ahead already). A refused body's rest is left to
+    the unread-body discard (server.drain)."""
+    if body_framing(request.environ) != (0, True):
         return
-    limit = request.max_content_length  # always set: the app's MAX_CONTENT_LENGTH, or the route's
-    body = environ["wsgi.input"].read(limit + 1)
-    if len(body) > limit:
+    # the limit is always set: the app's MAX_CONTENT_LENGTH, or the route's
+    if not read_chunked(request.environ, request.max_content_length):
         abort(413)
-    environ["wsgi.input"] = io.BytesIO(body)
-    environ["CONTENT_LENGTH"] = str(len(body))
-    del environ["HTTP_TRANSFER_ENCODING"]
