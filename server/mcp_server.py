@@ -37,6 +37,7 @@ from indexer import check_index
 from semqa import __version__
 from semqa.settings import MAX_FILTER_DOCUMENTS, Settings
 from server.admission import turns_for
+from server.asgi_errors import ReadableErrors
 from server.asgi_limits import RateLimit
 from server.keys import KeyRing
 from server.responses import answer_json, health_json, passage_json
@@ -270,6 +271,10 @@ def serve_mcp(settings: Settings, *, http: bool) -> None:
     app = mcp.streamable_http_app(host=settings.host)
     if settings.rate_limit:
         app.add_middleware(RateLimit, limit=settings.rate_limit)
+    # outermost: every error answer in JSON, sent once the request body is read
+    app.add_middleware(
+        ReadableErrors, max_bytes=settings.max_discard_bytes, seconds=settings.max_discard_seconds
+    )
     # proxy_headers off: the rate limit keys on the socket's address, as under gunicorn, not on an
     # X-Forwarded-For any local client could set.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from typing import Any
 
 import httpx2
 import pytest
+import requests
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -194,6 +197,32 @@ async def test_http_needs_the_key_when_reads_do(corpus_build, corpus_settings):
             assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
             assert limited.json()["error"]["code"] == "rate_limited"
             assert (await client.get(server.url + "/health")).status_code == 200  # probes stay free
+
+
+def test_http_errors_are_json_that_plain_clients_read(corpus_build, corpus_settings):
+    # found by probing: a body over the SDK's 4 MiB limit got a plain-text 413, which urllib never read
+    # (Broken pipe: the server closed while it was still sending); an unknown path a plain-text 404
+    env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir)}
+    args = ["--http", "--index-dir", str(corpus_settings.index_dir)]
+    with running_server(args, env=env, command="mcp") as server:
+        url = server.url + "/mcp"
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        for size in (5_000_000, 20_000_000):
+            body = b"x" * size
+            answer = requests.post(url, data=body, headers=headers, timeout=60)
+            assert answer.status_code == 413 and answer.json()["error"]["code"] == "payload_too_large"
+            request = urllib.request.Request(url, data=body, headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=60)
+            assert refused.value.code == 413
+            assert json.loads(refused.value.read())["error"]["message"].endswith("send at most 4 MiB")
+        missing = requests.get(server.url + "/nowhere", timeout=30)
+        assert missing.status_code == 404 and "/mcp" in missing.json()["error"]["message"]
+        plain = requests.post(url, data=b"{}", headers={**headers, "Content-Type": "text/plain"}, timeout=30)
+        assert plain.status_code == 400 and plain.json()["error"]["code"] == "bad_request"
+        # what the SDK answers in JSON already passes as it is: a JSON-RPC parse error
+        broken = requests.post(url, data=b"not json", headers=headers, timeout=30)
+        assert broken.status_code == 400 and broken.json()["error"]["code"] == -32700
 
 
 def test_the_mcp_server_and_the_retrieval_core_import_no_web_framework():
