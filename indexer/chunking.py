@@ -73,6 +73,12 @@ _ABBREVIATIONS = frozenset(
 _WORD_BEFORE = re.compile(r"(\S+)$")
 _WORD = re.compile(r"\S+")
 VERIFY_MARGIN = 16  # tokens; chunks closer than this to the model's limit are re-tokenised on their own
+# A longer text is chunked a section at a time, so that memory stays bounded whatever a document's length:
+# chunking holds a few objects per token (offsets, units), about 125 bytes per character of text, and a
+# 50 MB one-line file took 11 GB. Sections end at a line break in their second half, else at a space, so
+# that no unit and (almost never) no word is cut; a chunk never crosses a section's end, and the first
+# chunk of a section repeats nothing of the one before.
+SECTION_CHARS = 200_000
 # A "sentence" longer than this (unpunctuated text) is not quoted whole: highlights use word windows there.
 LONG_SENTENCE_WORDS = 40
 
@@ -208,11 +214,37 @@ def _pack(units: list[_Unit], budget: int, overlap: int) -> list[tuple[int, int]
 
 
 def chunk_spans(text: str, counter: TokenCounter, config: ChunkingConfig) -> list[tuple[int, int]]:
-    """Character spans of the chunks of ``text``, each verified to fit the model."""
+    """Character spans of the chunks of ``text``, each verified to fit the model, in order."""
+    spans: list[tuple[int, int]] = []
+    for start, end in sections(text, SECTION_CHARS):
+        spans.extend(_section_chunk_spans(text, start, end, counter, config))
+    return spans
+
+
+def sections(text: str, size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the sections of ``text`` chunked one at a time, each at most ``size`` long."""
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    while len(text) - start > size:
+        half, end = start + size // 2, start + size
+        cut = text.rfind("\n", half, end)
+        if cut < 0:
+            cut = max(text.rfind(" ", half, end), text.rfind("\t", half, end))
+        cut = end if cut < 0 else cut + 1
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, len(text)))
+    return bounds
+
+
+def _section_chunk_spans(
+    text: str, start: int, end: int, counter: TokenCounter, config: ChunkingConfig
+) -> list[tuple[int, int]]:
+    """The chunks of ``text[start:end]``, from one tokenisation of that section."""
     budget = min(config.chunk_tokens, counter.max_content_tokens)
     overlap = min(config.overlap, budget // 2)
-    tokens = _TokenIndex(counter.token_offsets(text))
-    pending = _pack(_units(text, 0, len(text), tokens, budget), budget, overlap)
+    tokens = _TokenIndex([(s + start, e + start) for s, e in counter.token_offsets(text[start:end])])
+    pending = _pack(_units(text, start, end, tokens, budget), budget, overlap)
     specials = counter.count_tokens([""])[0]
     limit = counter.max_content_tokens + specials  # max_seq_length
     spans: list[tuple[int, int]] = []

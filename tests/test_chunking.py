@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from indexer import ChunkingConfig, Document, read_corpus
-from indexer.chunking import chunk_document, chunk_spans, embedding_inputs
+from indexer import ChunkingConfig, Document, chunking, read_corpus
+from indexer.chunking import chunk_document, chunk_spans, embedding_inputs, sections
 from tests.conftest import CORPUS
 
 
@@ -34,6 +34,34 @@ def test_real_corpus_offsets_are_exact_and_chunks_fit_the_model(encoder, corpus_
         for chunk in chunks:
             covered[chunk.start : chunk.end] = [True] * (chunk.end - chunk.start)
         assert all(covered[i] for i, ch in enumerate(doc.text) if not ch.isspace())
+
+
+def test_a_long_text_is_chunked_a_section_at_a_time(encoder, corpus_docs, monkeypatch):
+    # found by probing: a 50 MB one-line file took 11 GB to chunk (objects per token of the whole text);
+    # sections bound that, and change nothing in a text shorter than one
+    white_paper = next(d for d in corpus_docs if d.id.startswith("004_"))  # one line, unpunctuated
+    prose = "\n".join(d.text for d in corpus_docs if not d.id.startswith("004_"))
+    config = ChunkingConfig()
+    for text in (white_paper.text, prose):
+        whole = chunk_spans(text, encoder, config)
+        monkeypatch.setattr(chunking, "SECTION_CHARS", 5000)
+        bounds = sections(text, 5000)
+        assert len(bounds) >= 3 and bounds[0][0] == 0 and bounds[-1][1] == len(text)
+        assert all(a[1] == b[0] and b[0] - a[0] <= 5000 for a, b in itertools.pairwise(bounds))
+        assert all(text[end - 1].isspace() for _, end in bounds[:-1])  # cut after a line break or a space
+        parts = chunk_spans(text, encoder, config)
+        monkeypatch.undo()
+        assert parts == sorted(parts) and not any(s < cut < e for s, e in parts for _, cut in bounds)
+        covered = [False] * len(text)
+        for s, e in parts:
+            covered[s:e] = [True] * (e - s)
+        assert all(covered[i] for i, ch in enumerate(text) if not ch.isspace())
+        assert max(encoder.count_tokens([text[s:e] for s, e in parts])) <= encoder.max_seq_length
+        # before the first section's last chunk (which ends at the cut), the same chunks as in one piece;
+        # after it, the packing starts afresh
+        first = [c for c in parts if c[1] <= bounds[0][1]][:-1]
+        assert first and first == [c for c in whole if c[1] <= first[-1][1]]
+    assert sections("short text", 5000) == [(0, 10)]
 
 
 def test_prose_chunks_end_at_sentence_boundaries(encoder, corpus_docs):
