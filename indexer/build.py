@@ -155,9 +155,7 @@ def build_index(
         with writer_lock(index_dir):
             recover(store, index_dir)
             replaced = current_name(index_dir)
-            if remake:
-                store.set_config(config)
-            store.commit([*upserts, *gone])
+            store.commit([*upserts, *gone], config=config if remake else None)
             seq = store.latest()
             tmp = build_generation(index_dir, store, seq, faiss_factory)
             install(index_dir, store, tmp, seq)

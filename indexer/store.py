@@ -230,12 +230,6 @@ class Store:
         self.config = StoreConfig(**json.loads(value))
         return self.config
 
-    def set_config(self, config: StoreConfig) -> None:
-        """Record what the passages are now made with (a rebuild that re-embedded everything)."""
-        with self._write_lock:
-            self._writer().execute("UPDATE meta SET value = ? WHERE key = 'config'", (config.to_json(),))
-        self.config = config
-
     # -- sequences -------------------------------------------------------------------------------------
 
     def latest(self) -> int:
@@ -266,22 +260,26 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------------------------
 
-    def commit(self, changes: Sequence[Change]) -> Committed:
+    def commit(self, changes: Sequence[Change], config: StoreConfig | None = None) -> Committed:
         """Apply ``changes`` in order as one transaction at the next sequence, durably. An upsert identical
         to the live document (title, text, metadata as stored JSON, source) and a delete of a missing
-        document change nothing; when nothing changes, no sequence is used."""
+        document change nothing; when nothing changes, no sequence is used. ``config``: what the passages
+        are made with from now on (a rebuild that made every passage again), recorded in the same
+        transaction as those passages, so that a crash between the two cannot leave passages labelled
+        with a recipe they were not made with."""
         with self._write_lock:
             db = self._writer()
             db.execute("BEGIN IMMEDIATE")
             try:
                 committed = self._apply(db, changes)
-                if committed.seq is None:
-                    db.execute("ROLLBACK")
-                else:
-                    db.execute("COMMIT")
+                if config is not None:
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (config.to_json(),))
+                db.execute("ROLLBACK" if committed.seq is None and config is None else "COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        if config is not None:
+            self.config = config
         return committed
 
     def _apply(self, db: sqlite3.Connection, changes: Sequence[Change]) -> Committed:

@@ -339,7 +339,7 @@ def test_an_index_of_an_earlier_int8_recipe_is_served_with_a_warning_and_re_embe
         (None, "a format it did not record"),
         (INT8_FORMAT - 1, f"format {INT8_FORMAT - 1}"),
     ):
-        store.set_config(dataclasses.replace(store.config, int8_format=earlier))
+        store.commit([], config=dataclasses.replace(store.config, int8_format=earlier))
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="indexer.reader"):
             assert load().view.store.chunk_count > 0  # served

@@ -148,7 +148,7 @@ def test_a_new_generation_made_with_another_backend_is_not_served(index_dir, enc
     before = reader.view
     store = Store(index_dir / STORE)
     other = "onnx-int8" if encoder.backend != "onnx-int8" else "torch"
-    store.set_config(replace(store.config, backend=other))
+    store.commit([], config=replace(store.config, backend=other))
     compact(index_dir)  # a new generation of the store as it now says it was made
     with pytest.raises(IndexLoadError, match=f"built with encoder backend {other}"):
         reader.refresh()

@@ -20,6 +20,7 @@ from indexer import (
     check_index,
 )
 from indexer import build as build_module
+from indexer.chunking import chunk_document
 from indexer.generation import GENERATIONS, MANIFEST, current_path
 from indexer.layout import CURRENT, STORE
 from indexer.passages import prepare_upserts
@@ -120,6 +121,31 @@ def test_other_chunking_remakes_every_passage_api_documents_too(small_corpus, tm
     assert f"and 1 API-written documents made again into {after} chunks" in summary
     cached = int(re.search(r"(-?\d+) from cache", summary)[1])
     assert cached == report.chunks + after - report.embedded >= 0
+
+
+def test_a_rebuild_that_fails_before_its_commit_leaves_the_recipe_as_it_was(
+    small_corpus, tmp_path, encoder, monkeypatch
+):
+    # found by a crash campaign: the new chunking was recorded in a transaction of its own before the
+    # passages made with it; a rebuild killed in between left the API's documents cut the old way under
+    # the new recipe, and a second rebuild, seeing the recipe unchanged, never made them again
+    index_dir = tmp_path / "index"
+    build(small_corpus, index_dir, encoder)
+    long_text = " ".join(f"Sentence number {i} about the lunar base." for i in range(40))
+    write_through_api(index_dir, encoder, Document("api", long_text, source=API_SOURCE))
+    other = ChunkingConfig(32, 8)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies in the middle of the commit
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Store, "_apply", crash)
+        with pytest.raises(KeyboardInterrupt):
+            build_index([small_corpus], index_dir=index_dir, encoder=encoder, chunking=other)
+    assert Store(index_dir / STORE).read_config().chunking["chunk_tokens"] == 128
+    build_index([small_corpus], index_dir=index_dir, encoder=encoder, chunking=other)
+    made = reader(index_dir, encoder).view.store.document("api")["chunks"]
+    assert made == len(chunk_document(Document("api", long_text), encoder, other))
 
 
 def test_other_model_or_dimension_is_refused(small_corpus, tmp_path, encoder):
