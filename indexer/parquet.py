@@ -40,8 +40,9 @@ Without provenance the vectors are taken as made by the configured model with se
 embedded with it.
 
 Everything else that is wrong (a missing required column, a wrong type, null or empty ids or texts, a vector
-of another dimension or with a NaN or infinity, metadata that is not a JSON object, offsets or spans that do
-not fit the text) refuses the file with a ``CorpusError`` naming it and the row (rows count from 0, as in
+of another dimension, with a NaN or infinity, or not of unit length, metadata that is not a JSON object or
+holds what JSON cannot (NaN, 1e400), a document the documents API would refuse (an id over 512 characters,
+text that is not Unicode), offsets or spans that do not fit the text) refuses the file with a ``CorpusError`` naming it and the row (rows count from 0, as in
 pyarrow and pandas). Files are read in record batches and vectors go straight into numpy.
 """
 
@@ -63,11 +64,13 @@ import pyarrow.parquet as pq
 from embeddings.backends import compatible, compatible_setting
 from embeddings.onnx_export import vectors_recipe
 from indexer.chunking import chunk_id
-from indexer.documents import Chunk, Document
+from indexer.documents import Chunk, Document, document_problem, not_storable
 from indexer.readers import CorpusError, corpus_files
 
 REQUIRED = ("document_id", "text", "vector")
 OPTIONAL = ("title", "start", "end", "metadata")
+# how far a vector's length may be from 1 (float16-stored span vectors are off by up to about 1e-3)
+UNIT_TOLERANCE = 1e-2
 EXTENSIONS = (
     "document_text",
     "document_source",
@@ -352,6 +355,17 @@ class _FileReader:
         bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
         if bad.size:
             raise self.fail(int(rows_of[int(bad[0])]), f"{name} holds a NaN, an infinity or a missing value")
+        # The model's vectors are of unit length (cosine = inner product); others rank wrongly, and huge
+        # ones overflow to NaN scores, which are not JSON.
+        norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+        off = np.flatnonzero(np.abs(norms - 1.0) > UNIT_TOLERANCE)
+        if off.size:
+            i = int(off[0])
+            raise self.fail(
+                int(rows_of[i]),
+                f"{name} has length {norms[i]:.6g}, not 1: write the model's normalised vectors "
+                "(sentence-transformers: normalize_embeddings=True)",
+            )
         return matrix
 
     def _add_batch(self, batch: pa.RecordBatch, row: int) -> None:
@@ -456,8 +470,15 @@ class _FileReader:
             parsed = json.loads(value)
         except json.JSONDecodeError as exc:
             raise self.fail(row, f"{name} is not valid JSON ({exc.msg} at character {exc.pos})") from None
+        except RecursionError:
+            raise self.fail(row, f"{name} nests too deeply to read") from None
+        except ValueError:  # Python's bound on integer digits
+            raise self.fail(row, f"{name} holds a number of more than 4,300 digits") from None
         if not isinstance(parsed, dict):
             raise self.fail(row, f"{name} must be a JSON object, not {type(parsed).__name__}")
+        problem = not_storable(parsed)
+        if problem is not None:
+            raise self.fail(row, f"{name} {problem}")
         return parsed
 
     def _offsets(self, doc_id: str, doc: _Document, with_offsets: bool) -> tuple[str, list[tuple[int, int]]]:
@@ -508,9 +529,11 @@ class _FileReader:
             text, bounds = self._offsets(doc_id, doc, with_offsets)
             source = doc.source or f"{self.path} row {doc.first_row}"
             metadata = self._json_object(doc.metadata, doc.first_row, "metadata")
-            out.documents.append(
-                Document(id=doc_id, text=text, title=doc.title, metadata=metadata, source=source)
-            )
+            document = Document(id=doc_id, text=text, title=doc.title, metadata=metadata, source=source)
+            problem = document_problem(document)
+            if problem is not None:
+                raise self.fail(doc.first_row, f"document {doc_id[:80]!r}: {problem}")
+            out.documents.append(document)
             if len(set(bounds)) != len(bounds):
                 raise self._repeated(doc_id, doc.rows, bounds)
             title, texts, metadata_of = doc.title, self.texts, self.passage_metadata

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from indexer.documents import Document
+from indexer.documents import Document, document_problem
 
 log = logging.getLogger(__name__)
 
@@ -147,25 +147,27 @@ def parse_jsonl_record(record: Any) -> Document:
 
 def read_jsonl_file(path: Path, source: str, skipped: list[Skipped]) -> Iterator[Document]:
     """Documents of a JSONL file; a bad line is reported (file:line) and skipped, the rest still read."""
-    try:
-        with path.open("r", encoding="utf-8-sig") as handle:
-            for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line_source = f"{source}:{number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 if not line.strip():
                     continue
-                line_source = f"{source}:{number}"
-                try:
-                    doc = parse_jsonl_record(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    skipped.append(Skipped(line_source, f"invalid JSON ({exc.msg})"))
-                    continue
-                except ReadError as exc:
-                    skipped.append(Skipped(line_source, str(exc)))
-                    continue
+                doc = parse_jsonl_record(json.loads(line))
+            except UnicodeDecodeError as exc:
+                skipped.append(Skipped(line_source, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+            except json.JSONDecodeError as exc:
+                skipped.append(Skipped(line_source, f"invalid JSON ({exc.msg})"))
+            except RecursionError:
+                skipped.append(Skipped(line_source, "its JSON nests too deeply to read"))
+            except ValueError as exc:  # a ReadError, or Python's bound on integer digits
+                reason = str(exc) if isinstance(exc, ReadError) else "a number has more than 4,300 digits"
+                skipped.append(Skipped(line_source, reason))
+            else:
                 yield Document(
                     id=doc.id, text=doc.text, title=doc.title, metadata=doc.metadata, source=line_source
                 )
-    except UnicodeDecodeError as exc:
-        skipped.append(Skipped(source, f"not UTF-8 text ({exc.reason})"))
 
 
 def _files_under(root: Path) -> Iterator[Path]:
@@ -224,8 +226,10 @@ def corpus_files(paths: Sequence[Path]) -> list[CorpusFile]:
 
 
 class CorpusCollector:
-    """The corpus-wide rules, applied file by file in reading order: empty documents are skipped, and a
-    second document with an id already seen is a ``CorpusError`` naming both sources."""
+    """The corpus-wide rules, applied file by file in reading order: empty documents, and documents the
+    documents API would refuse (``document_problem``: an id too long, text that is not Unicode, metadata
+    that is not JSON), are skipped; a second document with an id already seen is a ``CorpusError`` naming
+    both sources."""
 
     def __init__(self) -> None:
         self.result = CorpusReadResult()
@@ -236,6 +240,10 @@ class CorpusCollector:
         for doc in documents:
             if not doc.text.strip():
                 self.result.skipped.append(Skipped(doc.source, "empty document"))
+                continue
+            problem = document_problem(doc)
+            if problem is not None:
+                self.result.skipped.append(Skipped(doc.source, problem))
                 continue
             if doc.id in self._seen:
                 raise CorpusError(

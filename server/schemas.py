@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from apiflask import Schema
@@ -10,8 +9,9 @@ from apiflask.fields import Boolean, Dict, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf, Range, Regexp
 from marshmallow import RAISE, ValidationError
 
+from indexer.documents import MAX_ID_CHARS, not_storable, not_unicode
 from semqa.settings import MAX_FILTER_DOCUMENTS, MODES, Settings
-from server.text_input import VISIBLE_PATTERN, not_unicode
+from server.text_input import VISIBLE_PATTERN
 
 
 class StrictBoolean(Boolean):
@@ -58,7 +58,6 @@ class Text(String):
 
 
 NOT_BLANK = Regexp(VISIBLE_PATTERN, error="must not be empty or only white space")
-METADATA_DEPTH = 32  # nesting levels of a document's metadata
 
 
 class Metadata(Dict):
@@ -68,33 +67,10 @@ class Metadata(Dict):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         metadata = super()._deserialize(value, attr, data, **kwargs)
-        problem = _not_storable(metadata, METADATA_DEPTH)
+        problem = not_storable(metadata)
         if problem is not None:
             raise ValidationError(problem)
         return metadata
-
-
-def _not_storable(value: Any, depth: int, where: str = "") -> str | None:
-    """Why ``value`` cannot be stored as JSON and read back the same, or None; ``depth``: how many more
-    objects and arrays may nest here."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"holds {value} at {where or 'the top'}, which is not a JSON number (NaN, Infinity, or beyond 1e308)"
-    if isinstance(value, str):
-        problem = not_unicode(value)
-        return f"at {where or 'the top'} {problem}" if problem else None
-    if not isinstance(value, (dict, list)):
-        return None
-    if depth == 0:
-        return f"nests deeper than {METADATA_DEPTH} levels"
-    items = value.items() if isinstance(value, dict) else enumerate(value)
-    for key, item in items:
-        place = f"{where}.{key}" if where else str(key)
-        problem = (not_unicode(key) if isinstance(key, str) else None) or _not_storable(
-            item, depth - 1, place
-        )
-        if problem is not None:
-            return problem
-    return None
 
 
 def ask_schema(settings: Settings) -> type[Schema]:
@@ -203,7 +179,7 @@ def upsert_schema(settings: Settings) -> type[Schema]:
         class Meta:
             unknown = RAISE
 
-        id = Text(required=True, validate=[Length(min=1, max=512), NOT_BLANK])
+        id = Text(required=True, validate=[Length(min=1, max=MAX_ID_CHARS), NOT_BLANK])
         title = Text(load_default="", validate=Length(max=1000))
         text = Text(required=True, validate=[Length(max=settings.max_document_chars), NOT_BLANK])
         metadata = Metadata(load_default=dict)

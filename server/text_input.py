@@ -1,24 +1,13 @@
-"""What every interface (the HTTP API's schemas, the MCP tool) takes as text: Unicode, and not blank.
+"""What every interface (the HTTP API's schemas, the MCP tool, Slack, the CLI) takes as text: not blank.
 
-JSON's escapes can spell a lone UTF-16 surrogate (``"\\ud800"``), which Python reads into a ``str`` that
-is not Unicode text: the tokeniser, the lexical index and SQLite each fail on it differently (500s before
-this check). And a question of no-break spaces, zero-width spaces or control characters is blank to a
-reader, though not to ``str.strip``.
+A question of no-break spaces, zero-width spaces or control characters is blank to a reader, though not to
+``str.strip``. (Text must be Unicode too: ``indexer.documents.not_unicode``, which the readers of files
+use as well.)
 """
 
 from __future__ import annotations
 
 import re
-
-
-def not_unicode(value: str) -> str | None:
-    """Why ``value`` is not Unicode text, or None."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"holds {value[exc.start]!r} at {exc.start}, half of a UTF-16 surrogate pair, which is not a character"
-    return None
-
 
 # Characters that show nothing: C0 and C1 controls and every Unicode space (white space), soft hyphen,
 # zero-width and joiner characters, direction marks and embeddings, word joiner and invisible operators,

@@ -121,6 +121,11 @@ def bad_file(tmp_path: Path, case: str) -> tuple[Path, int | None]:
         broken[1, 7] = np.nan
         table = table.set_column(2, "vector", pa.array(list(broken), pa.list_(pa.float32())))
         row = 1
+    elif case == "length":  # found by probing: vectors of 1e30 ranked as NaN, served as invalid JSON
+        table = table.set_column(
+            2, "vector", pa.array(list(vectors(3) * [[1], [1e30], [1]]), pa.list_(pa.float32()))
+        )
+        row = 1
     elif case == "missing":
         table = table.drop_columns(["vector"])
     elif case == "metadata":
@@ -128,6 +133,12 @@ def bad_file(tmp_path: Path, case: str) -> tuple[Path, int | None]:
         row = 0
     elif case == "metadata_type":
         table = table.append_column("metadata", pa.array([None, None, "[1, 2]"]))
+        row = 2
+    elif case == "metadata_nan":  # found by probing: served back as {"x": NaN}, which is not JSON
+        table = table.append_column("metadata", pa.array([None, None, '{"x": NaN}']))
+        row = 2
+    elif case == "long_id":
+        table = table.set_column(0, "document_id", pa.array(["d1", "d1", "d" * 600]))
         row = 2
     elif case == "null_id":
         table = table.set_column(0, "document_id", pa.array(["d1", None, "d2"]))
@@ -164,9 +175,12 @@ def bad_file(tmp_path: Path, case: str) -> tuple[Path, int | None]:
     [
         ("dimension", "dimension is 384"),
         ("nan", "NaN"),
+        ("length", "length 1e+30, not 1"),
         ("missing", "no column vector"),
         ("metadata", "not valid JSON"),
         ("metadata_type", "JSON object"),
+        ("metadata_nan", "not a JSON number"),
+        ("long_id", "600 characters long, more than 512"),
         ("null_id", "document_id is null"),
         ("offsets", "do not fit"),
         ("document_text", "is not the passage text"),

@@ -108,6 +108,36 @@ def test_bad_files_are_reported_by_name_and_skipped(tmp_path: Path):
     assert "object" in reasons["mixed.jsonl:4"]
 
 
+def test_what_the_documents_api_refuses_is_skipped_line_by_line(tmp_path: Path):
+    # found by probing: one line that was not UTF-8 dropped every line after it (the file was read as one
+    # text), a lone surrogate, JSON nested 100,000 deep or a 5,000-digit number stopped the whole build with
+    # a traceback, NaN metadata was indexed and then served as invalid JSON, and a file name that is not
+    # UTF-8 stopped the build with a message naming no file
+    lines = [json.dumps({"id": f"a{i}", "text": f"Line {i} about kittens."}).encode() for i in range(40)]
+    lines[10] = b'{"id": "latin", "text": "caf\xe9"}'
+    lines[11] = b'{"id": "half", "text": "x \\ud800 y"}'
+    lines[12] = b'{"id": "deep", "text": "t", "metadata": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001
+    lines[13] = b'{"id": "digits", "text": "t", "metadata": {"n": ' + b"9" * 5000 + b"}}"
+    lines[14] = b'{"id": "nan", "text": "t", "metadata": {"x": NaN}}'
+    lines[15] = b'{"id": "huge", "text": "t", "metadata": {"x": 1e400}}'
+    lines[16] = json.dumps({"id": "i" * 513, "text": "t"}).encode()
+    (tmp_path / "m.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (
+        tmp_path / "name-\udcff.txt".encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+    ).write_text("A file whose name is not UTF-8.")
+    (tmp_path / "good.txt").write_text("Good text.")
+    result = read_corpus([tmp_path])
+    assert set(by_id(result)) == {f"a{i}" for i in range(40) if not 10 <= i <= 16} | {"good.txt"}
+    reasons = {s.source.rsplit("/", 1)[-1]: s.reason for s in result.skipped}
+    assert reasons["m.jsonl:11"].startswith("not UTF-8 text")
+    assert "surrogate" in reasons["m.jsonl:12"]
+    assert reasons["m.jsonl:13"] == "its JSON nests too deeply to read"
+    assert reasons["m.jsonl:14"] == "a number has more than 4,300 digits"
+    assert "not a JSON number" in reasons["m.jsonl:15"] and "not a JSON number" in reasons["m.jsonl:16"]
+    assert reasons["m.jsonl:17"] == "its id is 513 characters long, more than 512"
+    assert "its id holds '\\udcff'" in reasons["name-\udcff.txt"]
+
+
 def test_duplicate_ids_name_both_sources(tmp_path: Path):
     (tmp_path / "a.jsonl").write_text('{"id": "same", "text": "one"}\n')
     (tmp_path / "b.jsonl").write_text('{"id": "same", "text": "two"}\n')
