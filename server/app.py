@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from typing import Any
 
-from apiflask import APIFlask
+from apiflask import APIFlask, abort
+from flask import request
 from werkzeug.routing import Map
 
 from semqa import __version__
@@ -39,6 +41,17 @@ class _App(APIFlask):
     url_map_class = _RoutesAsSent
 
 
+def _refuse_undecodable_path() -> None:
+    """A path whose %-escapes are not UTF-8 is refused (400): werkzeug reads it with U+FFFD in place of the
+    bytes, so ``DELETE /documents/%FF`` deleted the document whose id is "\ufffd". Judged on the path as
+    sent (``RAW_URI``, which gunicorn and werkzeug both give), before anything decoded it."""
+    raw = request.environ.get("RAW_URI", "").split("?", 1)[0]
+    try:
+        urllib.parse.unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        abort(400, "the path is not UTF-8 once its %-escapes are decoded: percent-encode an id's UTF-8 bytes")
+
+
 def create_app(settings: Settings | None = None, searcher: Searcher | None = None) -> APIFlask:
     """Build the app. The model and index are loaded here, once per process, unless ``searcher`` is given
     (tests share one across apps)."""
@@ -66,6 +79,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.register_blueprint(create_web(settings))
     register_observability(app, searcher, access)  # first, so even a refused request gets its id and log line
     register_limits(app, settings)
+    app.before_request(_refuse_undecodable_path)  # after the request id and the limits, before any view
     app.security_schemes = {"ApiKey": {"type": "http", "scheme": "bearer"}}
     app.wsgi_app = TakeTurns(  # type: ignore[method-assign]
         app.wsgi_app,

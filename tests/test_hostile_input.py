@@ -177,6 +177,17 @@ def test_any_id_can_be_read_and_deleted_and_never_reaches_another(hostile, docum
     assert hostile.get("/documents/" + urllib.parse.quote(bystander, safe="")).get_json()["text"] == "keep me"
 
 
+def test_a_path_that_is_not_utf8_is_refused_and_reaches_no_document(hostile):
+    # found by probing: werkzeug read %FF as U+FFFD, so DELETE /documents/%FF deleted the document "\ufffd"
+    documents = [{"id": "\ufffd", "text": "the replacement character's own document"}]
+    assert hostile.post("/documents", json={"documents": documents}, headers=AUTH).status_code == 200
+    for method, path in (("DELETE", "/documents/%FF"), ("GET", "/documents/%C3"), ("POST", "/ask%FF")):
+        refused = hostile.open(path, method=method, headers=AUTH)
+        assert refused.status_code == 400, (method, path)
+        assert "not UTF-8" in refused.get_json()["error"]["message"]
+    assert hostile.get("/documents/%EF%BF%BD").get_json()["text"].startswith("the replacement")
+
+
 def test_made_up_methods_add_no_metric_series(hostile):
     # each made-up method was a new series of semqa_requests_total: a client could grow it without end
     for method in ("QQAA", "QQAB", "QQAC"):
