@@ -19,6 +19,7 @@ from typing import Any
 
 from apiflask import APIBlueprint, abort
 from flask import request
+from marshmallow import RAISE
 from werkzeug.routing import PathConverter
 
 from embeddings import EmbeddingCache, Encoder
@@ -202,7 +203,8 @@ def create_documents_api(settings: Settings, searcher: Searcher, access: Access)
         return {"deleted": document_id, "index_version": f"{committed.seq:010d}"}
 
     @api.get("/documents")
-    @api.input(PageQuery, location="query", arg_name="page")
+    # unknown parameters are refused (400), not ignored: ?document_id=x would list every document
+    @api.input(PageQuery, location="query", arg_name="page", unknown=RAISE)
     @api.output(DocumentList)
     @api.doc(summary="Document ids with titles and chunk counts, by id, paged")
     def list_documents(page: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,16 @@ class JsonInteger(Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class QueryInteger(Integer):
+    """A query parameter of ASCII digits: Python's ``int`` also reads "5_0", " 5", "+5" and other scripts'
+    digits ("١٢"), which no client means as a number."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str) or not (value.isascii() and value.isdigit()):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class StrictFloat(Float):
     """A JSON number, not a string that looks like one (marshmallow's Float accepts "0.5")."""
 
@@ -204,8 +214,8 @@ class PageQuery(Schema):
     class Meta:
         unknown = RAISE
 
-    offset = Integer(load_default=0, validate=Range(min=0, max=10**9))
-    limit = Integer(load_default=50, validate=Range(1, 1000))
+    offset = QueryInteger(load_default=0, validate=Range(min=0, max=10**9))
+    limit = QueryInteger(load_default=50, validate=Range(1, 1000))
 
 
 class UpsertOut(Schema):

@@ -165,6 +165,19 @@ def test_document_size_and_body_limits(writable):
     assert response.status_code == 413
 
 
+@pytest.mark.parametrize(
+    "query", ["limit=5_0", "limit=%D9%A1%D9%A2", "offset=+5", "limit=%205", "document_id=x"]
+)
+def test_the_listing_takes_its_parameters_as_written(writable, query):
+    # found by probing: "5_0" was read as 50 and Arabic-Indic digits as numbers (Python's int), and an
+    # unknown parameter was ignored: ?document_id=x listed every document
+    _, client, _ = writable
+    refused = client.get(f"/documents?{query}")
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["message"].startswith("invalid request: query.")
+    assert client.get("/documents?limit=2&offset=1").get_json()["limit"] == 2
+
+
 def test_ids_are_data_never_paths(writable, tmp_path):
     _, client, _ = writable
     files_before = sorted(p for p in tmp_path.rglob("*") if "generations" not in p.parts)

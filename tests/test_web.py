@@ -46,6 +46,9 @@ def test_page_is_served_with_the_limits_and_a_strict_policy(client):
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     for asset in ("/static/app.js", "/static/style.css"):
         assert client.get(asset).status_code == 200
+    # a range past the end: its code is one the README lists (it was the catch-all "error")
+    beyond = client.get("/static/app.js", headers={"Range": "bytes=999999-"})
+    assert beyond.status_code == 416 and beyond.get_json()["error"]["code"] == "range_not_satisfiable"
     assert "/" not in client.get("/openapi.json").get_json()["paths"]  # the page is not part of the API
 
 
