@@ -31,7 +31,7 @@ from indexer.generation import build_generation, current_name, current_path
 from indexer.layout import COMPACT_LOCK, STORE, writer_lock
 from indexer.parquet import EmbeddedPassages, read_passages
 from indexer.passages import prepare_upserts
-from indexer.readers import CorpusError, Skipped, read_corpus
+from indexer.readers import Skipped, nothing_to_index, read_corpus
 from indexer.store import Change, Delete, Passage, Store, StoreConfig, Upsert
 from indexer.writer import recover
 
@@ -119,9 +119,7 @@ def build_index(
         taken={d.id: d.source for d in corpus.documents},
     )
     if not corpus.documents and not imported.documents:
-        raise CorpusError(
-            f"no indexable documents under {', '.join(map(str, paths))} ({len(corpus.skipped)} skipped)"
-        )
+        raise nothing_to_index(paths, corpus.skipped)
     config = store_config(encoder, chunking)
     with file_lock(index_dir / COMPACT_LOCK):  # one build or compaction at a time
         store = _open_store(index_dir, config)

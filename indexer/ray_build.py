@@ -56,7 +56,7 @@ from indexer.dense import AUTO
 from indexer.documents import Chunk, Document
 from indexer.parquet import Provenance, write_passages
 from indexer.passages import prepare_upserts
-from indexer.readers import CorpusCollector, CorpusError, corpus_files, read_file
+from indexer.readers import CorpusCollector, CorpusError, corpus_files, nothing_to_index, read_file
 
 log = logging.getLogger(__name__)
 
@@ -389,10 +389,7 @@ def build_index_with_ray(
             collector = _read_corpus([f for f in files if not f.is_parquet], cpus)
             documents = collector.result.documents
             if not documents and not parquet_inputs:
-                raise CorpusError(
-                    f"no indexable documents under {', '.join(map(str, paths))} "
-                    f"({len(collector.result.skipped)} skipped)"
-                )
+                raise nothing_to_index(paths, collector.result.skipped)
             shards = plan_shards(documents, made_by, options.shard_chars)
             shards_dir.mkdir(parents=True, exist_ok=True)
             todo = [s for s in shards if not _finished(shards_dir / s.file_name)]

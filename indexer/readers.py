@@ -253,6 +253,15 @@ class CorpusCollector:
             self.result.documents.append(doc)
 
 
+def nothing_to_index(paths: Sequence[Path], skipped: Sequence[Skipped], shown: int = 5) -> CorpusError:
+    """The error of a build that found no document to index, with why the first ``shown`` were skipped
+    (the build stops before its report, which would list them)."""
+    reasons = "; ".join(f"{s.source}: {s.reason}" for s in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    found = f" ({len(skipped)} skipped: {reasons}{more})" if skipped else " (no files found)"
+    return CorpusError(f"no indexable documents under {', '.join(map(str, paths))}{found}")
+
+
 def read_corpus(paths: Sequence[Path]) -> CorpusReadResult:
     """Read every document under ``paths``. Raises ``CorpusError`` on a missing path or a duplicate id."""
     collector = CorpusCollector()

@@ -36,6 +36,19 @@ def test_errors_are_one_line_and_exit_1(tmp_path, capsys):
     assert "SEMQA_CHUNK_TOKENS" in capsys.readouterr().err
 
 
+def test_a_corpus_with_nothing_to_index_says_why_each_file_was_skipped(tmp_path, capsys, cache_dir):
+    # found by probing: "no indexable documents (2 skipped)" named neither the files nor the reasons
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (corpus / "blank.md").write_text("  \n")
+    index = ["--index-dir", str(tmp_path / "i"), "--cache-dir", str(cache_dir), "--quiet"]
+    assert main(["index", str(corpus), *index]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (after the model library's own warnings)
+    assert err.startswith(f"semqa index: no indexable documents under {corpus} (2 skipped: ")
+    assert "blank.md: empty document" in err and "latin1.txt: not UTF-8 text" in err
+
+
 def test_bad_settings_and_arguments_stop_the_command_with_one_line(tmp_path, capsys, monkeypatch):
     # found by probing: a rate limit flask-limiter cannot read was accepted, then failed every request
     # (500) or, for writes, was skipped silently; a negative -k printed all passages but a few; a blank
