@@ -85,11 +85,28 @@ def read_text_file(path: Path, doc_id: str, source: str) -> Document:
     return Document(id=doc_id, text=text, title=_title_from_text(text, path.stem), source=source)
 
 
+def _decode_html(path: Path) -> str:
+    """UTF-8, or the character set the page declares (``<meta charset>``), as a browser reads it."""
+    from bs4 import UnicodeDammit
+
+    try:
+        return _decode(path)
+    except ReadError:
+        raw = path.read_bytes()
+        declared = UnicodeDammit(raw, is_html=True).declared_html_encoding
+        if declared is None:
+            raise
+        try:
+            return raw.decode(declared)
+        except (LookupError, UnicodeDecodeError) as exc:
+            raise ReadError(f"not readable in the character set it declares, {declared} ({exc})") from exc
+
+
 def read_html_file(path: Path, doc_id: str, source: str) -> Document:
     """Visible text only: scripts, styles, templates and the head are dropped; blocks become lines."""
     from bs4 import BeautifulSoup
 
-    soup = BeautifulSoup(_decode(path), "html.parser")
+    soup = BeautifulSoup(_decode_html(path), "html.parser")
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for hidden in soup(["script", "style", "noscript", "template", "head"]):
         hidden.decompose()

@@ -50,6 +50,23 @@ def test_html_keeps_visible_text_only(tmp_path: Path):
         assert hidden not in doc.text
 
 
+def test_html_is_read_in_the_character_set_it_declares(tmp_path: Path):
+    # found by probing: a page declaring iso-8859-1 was skipped as "not UTF-8"
+    (tmp_path / "latin.html").write_bytes(
+        '<html><head><meta charset="iso-8859-1"><title>Café</title></head><body><p>Crème brûlée.</p></body></html>'.encode(
+            "latin-1"
+        )
+    )
+    (tmp_path / "undeclared.html").write_bytes("<p>caf\xe9</p>".encode("latin-1"))
+    (tmp_path / "lying.html").write_bytes(b'<meta charset="no-such-charset"><p>caf\xe9</p>')
+    result = read_corpus([tmp_path])
+    doc = by_id(result)["latin.html"]
+    assert (doc.title, doc.text) == ("Café", "Crème brûlée.")
+    reasons = {Path(s.source).name: s.reason for s in result.skipped}
+    assert reasons["undeclared.html"].startswith("not UTF-8 text")
+    assert "no-such-charset" in reasons["lying.html"]
+
+
 def test_pdf_text_per_page_with_page_numbers(tmp_path: Path):
     write_pdf(
         tmp_path / "report.pdf",
