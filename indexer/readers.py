@@ -115,16 +115,31 @@ def read_html_file(path: Path, doc_id: str, source: str) -> Document:
     return Document(id=doc_id, text=text, title=title or _title_from_text(text, path.stem), source=source)
 
 
-def read_pdf_file(path: Path, doc_id: str, source: str) -> Document:
-    """Text of every page, pages separated by a blank line; ``metadata["pages"]`` maps offsets to pages."""
+def read_pdf_file(path: Path, doc_id: str, source: str, skipped: list[Skipped]) -> Document:
+    """Text of every page, pages separated by a blank line; ``metadata["pages"]`` maps offsets to pages.
+    A page whose text cannot be read is reported (``file page N``) and left out; the others are kept."""
     from pypdf import PdfReader
 
+    # pypdf raises many types on broken files; each means "cannot read this one"
     try:
         reader = PdfReader(path)
-        page_texts = [page.extract_text() or "" for page in reader.pages]
+        pages_of = list(reader.pages)
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
-    except Exception as exc:  # pypdf raises many types on broken files; each means "cannot read this one"
+    except Exception as exc:
         raise ReadError(f"not a readable PDF ({type(exc).__name__}: {exc})") from exc
+    page_texts: list[str] = []
+    unreadable: list[Skipped] = []
+    for number, page in enumerate(pages_of, start=1):
+        try:
+            page_texts.append(page.extract_text() or "")
+        except Exception as exc:  # noqa: BLE001
+            page_texts.append("")
+            unreadable.append(
+                Skipped(f"{source} page {number}", f"text not readable ({type(exc).__name__}: {exc})")
+            )
+    if unreadable and len(unreadable) == len(pages_of):
+        raise ReadError(f"not a readable PDF (no page's text could be read: {unreadable[0].reason})")
+    skipped.extend(unreadable)
     parts: list[str] = []
     pages: list[tuple[int, int, int]] = []  # (start, end, page number from 1)
     offset = 0
@@ -205,7 +220,7 @@ def _documents_of(path: Path, doc_id: str, source: str, skipped: list[Skipped]) 
     if suffix in HTML_SUFFIXES:
         return [read_html_file(path, doc_id, source)]
     if suffix == ".pdf":
-        return [read_pdf_file(path, doc_id, source)]
+        return [read_pdf_file(path, doc_id, source, skipped)]
     raise ReadError(
         f"unsupported file type {suffix or '(none)'}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
     )
