@@ -56,7 +56,7 @@ from indexer.dense import AUTO
 from indexer.documents import Chunk, Document
 from indexer.parquet import Provenance, write_passages
 from indexer.passages import prepare_upserts
-from indexer.readers import CorpusCollector, CorpusError, corpus_files, nothing_to_index, read_file
+from indexer.readers import CorpusCollector, CorpusError, Skipped, corpus_files, nothing_to_index, read_file
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,8 @@ def build_index_with_ray(
     import ray
 
     started = time.perf_counter()
-    files = corpus_files(paths)
+    unlisted: list[Skipped] = []
+    files = corpus_files(paths, unlisted)
     parquet_inputs = [f.path for f in files if f.is_parquet]
     made_by = provenance(encoder, chunking)
     shards_dir = staging_dir(cache_dir, paths, made_by, options.shard_chars)
@@ -387,6 +388,7 @@ def build_index_with_ray(
             _quiet_ray_data(progress)
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
             collector = _read_corpus([f for f in files if not f.is_parquet], cpus)
+            collector.result.skipped[:0] = unlisted
             documents = collector.result.documents
             if not documents and not parquet_inputs:
                 raise nothing_to_index(paths, collector.result.skipped)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -202,13 +203,22 @@ def read_jsonl_file(path: Path, source: str, skipped: list[Skipped]) -> Iterator
                 )
 
 
-def _files_under(root: Path) -> Iterator[Path]:
+def _files_under(root: Path, skipped: list[Skipped]) -> Iterator[Path]:
+    """The regular files under ``root`` (links followed), hidden ones aside; what cannot be read is
+    reported in ``skipped``: a folder it may not list, a broken link, a pipe or a device."""
     if root.is_file():
         yield root
         return
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if path.is_file():
             yield path
+        elif path.is_dir():
+            if not os.access(path, os.R_OK | os.X_OK):
+                skipped.append(Skipped(str(path), "cannot read the folder (permission denied)"))
+        else:
+            skipped.append(Skipped(str(path), "not a regular file (a broken link, a pipe or a device)"))
 
 
 def _documents_of(path: Path, doc_id: str, source: str, skipped: list[Skipped]) -> Iterable[Document]:
@@ -245,15 +255,19 @@ def read_file(path: Path, doc_id: str, source: str | None = None) -> tuple[list[
     return documents, skipped
 
 
-def corpus_files(paths: Sequence[Path]) -> list[CorpusFile]:
+def corpus_files(paths: Sequence[Path], skipped: list[Skipped] | None = None) -> list[CorpusFile]:
     """Every file under ``paths``, in reading order, with its document id (the path relative to the folder
-    given, or the file's name when a file is given). Raises ``CorpusError`` on a missing path."""
+    given, or the file's name when a file is given); what cannot be read is added to ``skipped``. Raises
+    ``CorpusError`` on a missing path."""
     files: list[CorpusFile] = []
+    unlisted: list[Skipped] = [] if skipped is None else skipped
     for root in paths:
         if not root.exists():
             raise CorpusError(f"corpus path {root} does not exist")
         base = root.parent if root.is_file() else root
-        files.extend(CorpusFile(path, path.relative_to(base).as_posix()) for path in _files_under(root))
+        files.extend(
+            CorpusFile(path, path.relative_to(base).as_posix()) for path in _files_under(root, unlisted)
+        )
     return files
 
 
@@ -297,7 +311,7 @@ def nothing_to_index(paths: Sequence[Path], skipped: Sequence[Skipped], shown: i
 def read_corpus(paths: Sequence[Path]) -> CorpusReadResult:
     """Read every document under ``paths``. Raises ``CorpusError`` on a missing path or a duplicate id."""
     collector = CorpusCollector()
-    for file in corpus_files(paths):
+    for file in corpus_files(paths, collector.result.skipped):
         if file.is_parquet:
             collector.result.embedded.append(file.path)
         else:

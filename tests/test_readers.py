@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,20 @@ def test_what_the_documents_api_refuses_is_skipped_line_by_line(tmp_path: Path):
     assert "not a JSON number" in reasons["m.jsonl:15"] and "not a JSON number" in reasons["m.jsonl:16"]
     assert reasons["m.jsonl:17"] == "its id is 513 characters long, more than 512"
     assert "its id holds '\\udcff'" in reasons["name-\udcff.txt"]
+
+
+def test_what_is_not_a_regular_file_is_reported(tmp_path: Path):
+    # found by probing: a broken link or a pipe in the corpus was left out without a word
+    (tmp_path / "good.txt").write_text("Good text.")
+    (tmp_path / "broken.txt").symlink_to(tmp_path / "gone.txt")
+    os.mkfifo(tmp_path / "pipe.txt")
+    result = read_corpus([tmp_path])
+    assert set(by_id(result)) == {"good.txt"}
+    reasons = {Path(s.source).name: s.reason for s in result.skipped}
+    assert reasons == {
+        "broken.txt": "not a regular file (a broken link, a pipe or a device)",
+        "pipe.txt": "not a regular file (a broken link, a pipe or a device)",
+    }
 
 
 def test_duplicate_ids_name_both_sources(tmp_path: Path):
