@@ -127,33 +127,46 @@ def build_index(
         imported_ids = {d.id for d in imported.documents}
         read_ids = imported_ids | {d.id for d in corpus.documents}
         latest = store.latest()
-        documents: list[Document] = list(corpus.documents)
-        if remake:  # passages of the API's documents are made again too, from their stored text
-            documents += [d for d in store.live_documents(latest, source=API_SOURCE) if d.id not in read_ids]
-            unchanged: set[str] = set()
-        else:
+
+        def api_documents(seq: int) -> list[Document]:
+            """The API's documents at ``seq``, whose passages a remake makes again from their stored text."""
+            return [d for d in store.live_documents(seq, source=API_SOURCE) if d.id not in read_ids]
+
+        def gone(seq: int) -> list[Change]:
+            """Documents of files that left the corpus."""
+            live = store.live_documents(seq)
+            return [Delete(d.id) for d in live if d.source != API_SOURCE and d.id not in read_ids]
+
+        def prepare(documents: list[Document]) -> tuple[list[Upsert], int]:
+            return prepare_upserts(
+                documents, encoder, cache, chunking, force=remake, batch_size=batch_size, progress=progress
+            )
+
+        unchanged: set[str] = set()
+        if not remake:
             unchanged = store.unchanged([*corpus.documents, *imported.documents])
         embed_started = time.perf_counter()
-        upserts, embedded = prepare_upserts(
-            [d for d in documents if d.id not in unchanged],
-            encoder,
-            cache,
-            chunking,
-            force=remake,
-            batch_size=batch_size,
-            progress=progress,
+        upserts, embedded = prepare(
+            [
+                d
+                for d in [*corpus.documents, *(api_documents(latest) if remake else [])]
+                if d.id not in unchanged
+            ]
         )
         embed_seconds = time.perf_counter() - embed_started
         upserts += imported_upserts(imported, unchanged, force=remake)
-        gone: list[Change] = [
-            Delete(d.id)
-            for d in store.live_documents(latest)
-            if d.source != API_SOURCE and d.id not in read_ids
-        ]
         with writer_lock(index_dir):
             recover(store, index_dir)
             replaced = current_name(index_dir)
-            store.commit([*upserts, *gone], config=config if remake else None)
+            now = store.latest()
+            if remake and now != latest:
+                # The API wrote while this build embedded, its passages made with the recipe still recorded:
+                # its documents are taken as they are now (a write kept, a delete not undone) and made again.
+                # Their texts embedded above come from the cache.
+                upserts = [u for u in upserts if u.document.id in read_ids]
+                again, more = prepare(api_documents(now))
+                upserts, embedded = upserts + again, embedded + more
+            store.commit([*upserts, *gone(now)], config=config if remake else None)
             seq = store.latest()
             tmp = build_generation(index_dir, store, seq, faiss_factory)
             install(index_dir, store, tmp, seq)

@@ -24,7 +24,8 @@ from indexer.chunking import chunk_document
 from indexer.generation import GENERATIONS, MANIFEST, current_path
 from indexer.layout import CURRENT, STORE
 from indexer.passages import prepare_upserts
-from indexer.store import Store, float32_rows
+from indexer.store import Delete, Store, float32_rows
+from indexer.writer import Writer
 from semqa.cli import _print_report
 from server.retrieval import Searcher, SearchOptions
 
@@ -146,6 +147,44 @@ def test_a_rebuild_that_fails_before_its_commit_leaves_the_recipe_as_it_was(
     build_index([small_corpus], index_dir=index_dir, encoder=encoder, chunking=other)
     made = reader(index_dir, encoder).view.store.document("api")["chunks"]
     assert made == len(chunk_document(Document("api", long_text), encoder, other))
+
+
+def test_api_writes_while_a_remake_embeds_are_kept_and_made_with_its_recipe(
+    small_corpus, tmp_path, encoder, monkeypatch
+):
+    # found by review: a rebuild with other chunking read the API's documents before it embedded and
+    # committed them after, so a write meanwhile was lost (an update), undone (a delete) or left cut the
+    # old way under the new recipe (a new document)
+    index_dir = tmp_path / "index"
+    build(small_corpus, index_dir, encoder)
+
+    def text(n: str) -> str:
+        return " ".join(f"Sentence number {i} about base {n}." for i in range(40))
+
+    write_through_api(index_dir, encoder, Document("api/kept", text("one"), source=API_SOURCE))
+    write_through_api(index_dir, encoder, Document("api/gone", text("two"), source=API_SOURCE))
+    prepare = build_module.prepare_upserts
+    writes: list[str] = []
+
+    def writes_meanwhile(*args, **kwargs):
+        made = prepare(*args, **kwargs)
+        if not writes:  # once, while the rebuild embeds, with the recipe the store still records
+            writes.append("done")
+            write_through_api(index_dir, encoder, Document("api/kept", text("three"), source=API_SOURCE))
+            write_through_api(index_dir, encoder, Document("api/new", text("four"), source=API_SOURCE))
+            store = Store(index_dir / STORE)
+            Writer(index_dir, store).submit([Delete("api/gone")], store.config)
+        return made
+
+    monkeypatch.setattr(build_module, "prepare_upserts", writes_meanwhile)
+    other = ChunkingConfig(32, 8)
+    build_index([small_corpus], index_dir=index_dir, encoder=encoder, chunking=other)
+    view = reader(index_dir, encoder).view
+    assert view.store.document("api/gone") is None
+    for doc_id, n in (("api/kept", "three"), ("api/new", "four")):
+        stored = view.store.document(doc_id)
+        assert stored["text"] == text(n)
+        assert stored["chunks"] == len(chunk_document(Document(doc_id, text(n)), encoder, other))
 
 
 def test_other_model_or_dimension_is_refused(small_corpus, tmp_path, encoder):
