@@ -80,6 +80,6 @@ def document_problem(doc: Document) -> str | None:
     for name, value in (("id", doc.id), ("title", doc.title), ("text", doc.text)):
         problem = not_unicode(value)
         if problem is not None:
-            return f"its {name} {problem} (not UTF-8 in the source)"
+            return f"its {name} {problem} (a JSON escape such as \\ud800, or a file name that is not UTF-8)"
     problem = not_storable(doc.metadata)
     return None if problem is None else f"its metadata {problem}"

@@ -161,7 +161,8 @@ def _print_report(report: BuildReport) -> None:
         print(f"skipped {skipped.source}: {skipped.reason}", file=sys.stderr)
     imported = f"{report.imported} from Parquet, " if report.imported else ""
     api = (
-        f" and {report.api_documents} API-written documents made again into {report.api_chunks} chunks"
+        f" and {report.api_documents} API-written document{'s' if report.api_documents != 1 else ''} made "
+        f"again into {report.api_chunks} chunks"
         if report.api_documents
         else ""
     )

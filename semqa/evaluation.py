@@ -47,6 +47,7 @@ class Question:
 
 def read_questions(path: Path) -> list[Question]:
     """The questions of a TSV file with the columns ``question`` and ``evidence`` (and ``doc``, optional)."""
+    questions: list[Question] = []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         missing = {"question", "evidence"} - set(reader.fieldnames or ())
@@ -54,13 +55,15 @@ def read_questions(path: Path) -> list[Question]:
             raise ValueError(
                 f"{path} needs the columns question and evidence (missing: {', '.join(sorted(missing))})"
             )
-        rows = list(reader)
-    if not rows:
+        for row in reader:
+            if not (row["question"] or "").strip() or not (row["evidence"] or "").strip():
+                raise ValueError(
+                    f"{path} line {reader.line_num}: every question needs its question and evidence"
+                )
+            questions.append(Question(row.get("doc") or "", row["question"], row["evidence"]))
+    if not questions:
         raise ValueError(f"{path} has its header but no questions")
-    for line, row in enumerate(rows, 2):
-        if not (row["question"] or "").strip() or not (row["evidence"] or "").strip():
-            raise ValueError(f"{path} line {line}: every question needs its question and evidence")
-    return [Question(r.get("doc") or "", r["question"], r["evidence"]) for r in rows]
+    return questions
 
 
 def evidence_metrics(questions: Sequence[Question], search: SearchFn) -> dict[str, float]:

@@ -45,10 +45,15 @@ def _refuse_undecodable_path() -> None:
     """A path whose %-escapes are not UTF-8 is refused (400): werkzeug reads it with U+FFFD in place of the
     bytes, so ``DELETE /documents/%FF`` deleted the document whose id is "\ufffd". Judged on the path as
     sent (``RAW_URI``, which gunicorn and werkzeug both give), before anything decoded it."""
-    raw = request.environ.get("RAW_URI", "").split("?", 1)[0]
+    environ = request.environ
     try:
-        urllib.parse.unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
+        if "RAW_URI" in environ:  # the request target, as Latin-1 characters of its bytes
+            urllib.parse.unquote_to_bytes(environ["RAW_URI"].split("?", 1)[0].encode("latin-1")).decode(
+                "utf-8"
+            )
+        else:  # a server that gives no RAW_URI: the path it decoded, as Latin-1 characters of its bytes
+            environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
         abort(400, "the path is not UTF-8 once its %-escapes are decoded: percent-encode an id's UTF-8 bytes")
 
 

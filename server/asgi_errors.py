@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 
+from mcp.server.streamable_http_manager import DEFAULT_MAX_REQUEST_BODY_SIZE
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +26,7 @@ from server.responses import error_body
 
 HINTS = {
     404: "the MCP endpoint is /mcp (and the probe GET /health)",
-    413: "send at most 4 MiB",
+    413: f"send at most {DEFAULT_MAX_REQUEST_BODY_SIZE // 2**20} MiB",
 }
 
 
@@ -43,15 +44,18 @@ class ReadableErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body_done = False
+        # A client that sent "Expect: 100-continue" waits to be told to send its body: reading it would
+        # say so (uvicorn answers 100 at the first read), and an error answer needs no body.
+        expects = any(k == b"expect" and v.lower() == b"100-continue" for k, v in scope.get("headers", []))
+        body_done = expects
         held: Message | None = None  # the start of an error answer in plain text, being rewritten
         text = b""
 
         async def watched_receive() -> Message:
             nonlocal body_done
             message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
+            # once the app reads, the client sends: what it leaves unread is to be read
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         async def rewrite(message: Message) -> None:
@@ -66,11 +70,14 @@ class ReadableErrors:
             elif message["type"] == "http.response.body" and held is not None:
                 text += message.get("body", b"")
                 if not message.get("more_body", False):
-                    await self._send_json(send, held, text.decode("utf-8", "replace").strip())
+                    start, held = held, None
+                    await self._send_json(send, start, text.decode("utf-8", "replace").strip())
                 return
             await send(message)
 
         await self.app(scope, watched_receive, rewrite)
+        if held is not None:  # an error start with no body after it
+            await self._send_json(send, held, text.decode("utf-8", "replace").strip())
 
     async def _discard(self, receive: Receive) -> None:
         """Read what is left of the request body, within the bounds (a client that sends more, or stalls,

@@ -37,8 +37,8 @@ def test_a_questions_file_that_cannot_be_used_says_why(tmp_path):
     path.write_text("question\tanswer\nWhat?\tThat\n")
     with pytest.raises(ValueError, match=r"missing: evidence\)"):
         read_questions(path)
-    path.write_text("question\tevidence\nWhat launched?\tA rocket\nA short row\n")
-    with pytest.raises(ValueError, match="line 3: every question needs its question and evidence"):
+    path.write_text("question\tevidence\nWhat launched?\tA rocket\n\nA short row\n")  # line 4, after a blank
+    with pytest.raises(ValueError, match="line 4: every question needs its question and evidence"):
         read_questions(path)
     path.write_text("question\tevidence\nWhat launched?\tA rocket\n")
     assert read_questions(path) == [Question("", "What launched?", "A rocket")]

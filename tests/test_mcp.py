@@ -17,6 +17,7 @@ from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from semqa.launch import running_server
+from server.asgi_errors import ReadableErrors
 from server.mcp_server import PASSAGE_TEXT_CHARS, create_mcp_server, search_result
 
 QUESTION = "In which city is the 2020 China Space Conference held?"
@@ -223,6 +224,35 @@ def test_http_errors_are_json_that_plain_clients_read(corpus_build, corpus_setti
         # what the SDK answers in JSON already passes as it is: a JSON-RPC parse error
         broken = requests.post(url, data=b"not json", headers=headers, timeout=30)
         assert broken.status_code == 400 and broken.json()["error"]["code"] == -32700
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("expects", [False, True])
+async def test_error_answers_are_json_even_without_a_body_and_ask_for_no_upload(expects):
+    # found by review: an error start with no body after it was never sent, and a client that sent
+    # "Expect: 100-continue" was told to upload the body an early error answer refuses anyway
+    received: list[dict] = []
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):  # refuses without reading the body, and sends no body
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"retry-after", b"1")]})
+
+    async def receive():
+        received.append({"type": "http.request", "body": b"x" * 10, "more_body": False})
+        return received[-1]
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(b"content-length", b"10")] + ([(b"expect", b"100-continue")] if expects else [])
+    await ReadableErrors(app, max_bytes=1000, seconds=1)({"type": "http", "headers": headers}, receive, send)
+    assert len(received) == (0 if expects else 1)  # the body is read after a refusal, unless never sent
+    start, body = sent
+    assert start["status"] == 413 and (b"retry-after", b"1") in start["headers"]
+    assert json.loads(body["body"])["error"] == {
+        "code": "payload_too_large",
+        "message": "413: send at most 4 MiB",
+    }
 
 
 def test_the_mcp_server_and_the_retrieval_core_import_no_web_framework():

@@ -119,7 +119,7 @@ def test_other_chunking_remakes_every_passage_api_documents_too(small_corpus, tm
     assert (report.api_documents, report.api_chunks) == (1, after)
     _print_report(report)
     summary = capsys.readouterr().err
-    assert f"and 1 API-written documents made again into {after} chunks" in summary
+    assert f"and 1 API-written document made again into {after} chunks" in summary
     cached = int(re.search(r"(-?\d+) from cache", summary)[1])
     assert cached == report.chunks + after - report.embedded >= 0
 
