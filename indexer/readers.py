@@ -181,6 +181,9 @@ def parse_jsonl_record(record: Any) -> Document:
 def read_jsonl_file(path: Path, source: str, skipped: list[Skipped]) -> Iterator[Document]:
     """Documents of a JSONL file; a bad line is reported (file:line) and skipped, the rest still read."""
     with path.open("rb") as handle:
+        if handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):  # read line by line, each line of it would fail
+            raise ReadError("UTF-16 text (a byte order mark says so): save it as UTF-8")
+        handle.seek(0)
         for number, raw in enumerate(handle, start=1):
             line_source = f"{source}:{number}"
             try:

@@ -167,8 +167,12 @@ def test_what_the_documents_api_refuses_is_skipped_line_by_line(tmp_path: Path):
         tmp_path / "name-\udcff.txt".encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
     ).write_text("A file whose name is not UTF-8.")
     (tmp_path / "good.txt").write_text("Good text.")
+    (tmp_path / "wide.jsonl").write_text('{"id": "w", "text": "UTF-16"}\n' * 3, encoding="utf-16")
     result = read_corpus([tmp_path])
     assert set(by_id(result)) == {f"a{i}" for i in range(40) if not 10 <= i <= 16} | {"good.txt"}
+    assert [s.reason for s in result.skipped if "wide" in s.source] == [
+        "UTF-16 text (a byte order mark says so): save it as UTF-8"
+    ]
     reasons = {s.source.rsplit("/", 1)[-1]: s.reason for s in result.skipped}
     assert reasons["m.jsonl:11"].startswith("not UTF-8 text")
     assert "surrogate" in reasons["m.jsonl:12"]
