@@ -10,6 +10,7 @@ from typing import Any
 
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from semqa.settings import Settings
@@ -117,6 +118,14 @@ def worker_class(client_timeout: float) -> type[ThreadWorker]:
         def handle(self, conn: Any) -> Any:
             if type(conn.sock) is socket.socket:  # accepted plain; from here on, the bounded kind
                 conn.sock.__class__ = sockets
+            # A new connection waits for its first bytes in the poller, not in a thread: gunicorn waits
+            # up to 5 s in one of the worker's threads before it hands a silent connection to its poller,
+            # so a few dozen clients that connected and sent nothing, again and again, held every thread
+            # and questions went unanswered (tests/test_limits.py). A connection whose request has not
+            # arrived yet goes back to the poller at once (gunicorn's own deferral, ``_DEFER``), and to a
+            # thread when its bytes come.
+            if not conn.initialized and not conn.data_ready and not conn.wait_for_data(0):
+                return gthread._DEFER
             return super().handle(conn)
 
     return IdleTimeoutWorker

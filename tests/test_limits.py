@@ -310,6 +310,27 @@ def test_chunked_bodies_are_answered_as_declared_ones_are(served):
             assert again.status_code == 200
 
 
+def test_clients_that_connect_and_send_nothing_hold_no_thread(tmp_path, corpus_settings):
+    # found by a load probe: gunicorn waits up to 5 s in one of the worker's threads for a new connection's
+    # first bytes; fifty clients that connected and sent nothing, again and again, left questions
+    # unanswered (24 answers in 30 s, against 1,590 with the connections idle after their first request)
+    index_dir = tmp_path / "index"
+    copy_index(corpus_settings.index_dir, index_dir)
+    env = {"SEMQA_CACHE_DIR": str(corpus_settings.cache_dir), "SEMQA_THREADS": "2"}
+    question = {"question": "Where is the 2020 China Space Conference held?"}
+    with running_server(["--index-dir", str(index_dir), "--workers", "1"], env=env) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        assert requests.post(server.url + "/ask", json=question, timeout=30).status_code == 200  # warm
+        silent = [socket.create_connection((host, int(port)), timeout=30) for _ in range(6)]
+        try:
+            time.sleep(0.3)  # accepted, each in a thread for 5 s before: more than the worker's two
+            for _ in range(3):  # answered at once, well within the 5 s those threads were held
+                assert requests.post(server.url + "/ask", json=question, timeout=3).status_code == 200
+        finally:
+            for sock in silent:
+                sock.close()
+
+
 def test_clients_that_stop_sending_are_given_up_and_cannot_hold_every_thread(tmp_path, corpus_settings):
     # A client that stopped in the middle of its headers or its body held its gunicorn thread for as long
     # as it kept the connection open: as many such connections as a worker has threads (16 by default)
