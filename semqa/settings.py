@@ -123,10 +123,10 @@ class Settings(BaseSettings):
     # Many, though there are few cores: a write holds its thread while its passages wait their turn in the
     # encoder, so with 4 threads eight writing clients left questions queued behind them for seconds
     # (bench/write_load.py, BENCHMARKS.md "Questions while documents are written"). The encoder still
-    # embeds on the worker's share of the cores, and questions take turns in the app (server/admission.py);
-    # 16, not more: with only questions coming, eight clients at once got 0-15% fewer answers a second from
-    # 16 threads than from 4, and more so from 32.
-    threads: int = Field(16, ge=1, le=256, description="Threads per gunicorn worker.")
+    # embeds on the worker's share of the cores, and questions take turns in the app (server/admission.py),
+    # so more threads do not run more questions at once. Half of them may write and a quarter more wait
+    # to (server/documents.py): 32 lets 16 clients write at once with a quarter left for questions.
+    threads: int = Field(32, ge=1, le=256, description="Threads per gunicorn worker.")
     max_question_chars: int = Field(1000, ge=1, description="Longest accepted question, in characters.")
     max_top_k: int = Field(50, ge=1, description="Largest accepted top_k.")
     max_batch_queries: int = Field(20, ge=1, description="Questions per POST /query.")
@@ -170,7 +170,8 @@ class Settings(BaseSettings):
     write_wait: float = Field(
         30.0,
         gt=0,
-        description="Seconds a write waits for the writer lock (held by a rebuild) before 503 + Retry-After.",
+        description="Seconds a write waits for a write slot of its worker (when writes fill half its threads), "
+        "or for the writer lock (held by a rebuild), before 503 + Retry-After.",
     )
 
     rate_limit: str = Field(

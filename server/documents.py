@@ -38,7 +38,6 @@ from server.retrieval import Searcher, configured_encoder
 from server.schemas import DeleteOut, DocumentList, DocumentOut, PageQuery, UpsertOut, upsert_schema
 
 log = logging.getLogger(__name__)
-SLOT_WAIT = 2.0  # seconds a write waits for a write slot of its worker
 
 
 class DocumentWrites:
@@ -54,10 +53,15 @@ class DocumentWrites:
             lock_timeout=settings.write_wait,
             on_commit=self._committed,
         )
-        # A write holds its thread while it embeds and waits for its commit: at most threads - 1 do per
-        # worker, so a thread stays free for questions. A write beyond that waits for a slot, briefly
-        # (commits take milliseconds; it holds a thread meanwhile), then answers 503 + Retry-After.
-        self.slots = threading.BoundedSemaphore(max(1, settings.threads - 1))
+        # A write holds its thread while it embeds and waits for its commit, and so does a write waiting
+        # for a slot: at most half the worker's threads write, and a quarter more may wait for a slot
+        # (``write_wait``); a write beyond those is answered 503 + Retry-After at once, so that a quarter of the
+        # threads stays for questions whatever the number of writers. (Each refused write frees its thread
+        # in microseconds; before, with threads - 1 slots and every further write waiting, 32 writing
+        # clients kept questions queued behind them in gunicorn's thread pool for 7.5 s at p50.) As
+        # Elasticsearch's bounded write queue answers 429, writes are refused rather than reads starved.
+        self.slots = threading.BoundedSemaphore(max(1, settings.threads // 2))
+        self.waiting_room = threading.BoundedSemaphore(settings.threads // 4)  # none under 4 threads
         self._encoder: Encoder | None = None
         self._cache: EmbeddingCache | None = None
         self._load = threading.Lock()
@@ -76,7 +80,7 @@ class DocumentWrites:
     ) -> tuple[Committed, int]:
         """Upsert ``documents`` and delete ``deletes``; returns once durable and visible here, with how many
         passages had to be embedded."""
-        if not self.slots.acquire(timeout=SLOT_WAIT):
+        if not self._take_slot():
             abort(503, "every write slot of this worker is busy; retry shortly", headers={"Retry-After": "1"})
         try:
             committed, embedded = self._submit(documents, deletes)
@@ -95,6 +99,17 @@ class DocumentWrites:
         except Exception:  # durable, so acknowledged all the same: the next request retries
             log.exception("commit %s is durable but this worker could not load it yet", committed.seq)
         return committed, embedded
+
+    def _take_slot(self) -> bool:
+        """A write slot: free now, or within ``write_wait`` if the waiting room has a place; False if not."""
+        if self.slots.acquire(blocking=False):
+            return True
+        if not self.waiting_room.acquire(blocking=False):
+            return False
+        try:
+            return self.slots.acquire(timeout=self.settings.write_wait)
+        finally:
+            self.waiting_room.release()
 
     def _submit(self, documents: Sequence[Document], deletes: Sequence[str]) -> tuple[Committed, int]:
         store = self.searcher.reader.store

@@ -16,7 +16,6 @@ from indexer.generation import GENERATIONS, current_path
 from indexer.layout import writer_lock
 from semqa.launch import running_server
 from server.app import create_app
-from server.documents import SLOT_WAIT
 from tests.conftest import copy_index
 
 
@@ -307,8 +306,8 @@ def test_writes_waiting_on_the_lock_leave_a_thread_for_questions(tmp_path, corpu
             while not (refused := [n for n, r in answers.items() if r.status_code == 503]):
                 assert time.monotonic() < deadline, "no write was refused: both threads may be waiting"
                 time.sleep(0.05)
-            waiting = 3 - refused[0]  # the other write holds the worker's only write slot: after a
-            # short wait for it, this one was refused, so the worker's second thread is free again
+            waiting = 3 - refused[0]  # the other write holds the worker's only write slot, and with two
+            # threads there is no place to wait for it: this one was refused, the second thread is free
             assert answers[refused[0]].headers["Retry-After"] == "1"
             assert answers[refused[0]].json()["error"]["code"] == "unavailable"
             question = {"question": "Where is the 2020 China Space Conference held?"}
@@ -321,11 +320,46 @@ def test_writes_waiting_on_the_lock_leave_a_thread_for_questions(tmp_path, corpu
         assert f"held/{waiting}" in {d["id"] for d in listed}
 
 
+def test_writes_beyond_what_a_worker_takes_are_refused_and_questions_still_answered(
+    tmp_path, corpus_build, corpus_settings
+):
+    # found by a load probe: with every write but one given a slot and each further write waiting for one,
+    # 32 writing clients filled gunicorn's thread pool and its queue, and questions waited behind them
+    # (p50 7.5 s). Now half the threads may write, a quarter more wait for a slot, and a write beyond
+    # those is refused at once, so questions still find a thread.
+    index_dir = tmp_path / "index"
+    copy_index(corpus_settings.index_dir, index_dir)
+    env = {
+        "SEMQA_CACHE_DIR": str(corpus_settings.cache_dir),
+        "SEMQA_API_KEYS": "k",
+        "SEMQA_THREADS": "8",  # four write slots, two places to wait for one
+        "SEMQA_WRITE_WAIT": "8",
+    }
+    with running_server(["--index-dir", str(index_dir), "--workers", "1"], env=env) as server:
+        question = {"question": "Where is the 2020 China Space Conference held?"}
+        assert requests.post(server.url + "/ask", json=question, timeout=30).status_code == 200  # warm
+        answers: dict[int, requests.Response] = {}
+        writers = _held_writes(server.url, list(range(10)), answers)
+        with writer_lock(index_dir):  # four writes take the slots and wait for the lock, two for a slot
+            for thread in writers:
+                thread.start()
+            time.sleep(1)
+            started = time.monotonic()
+            assert requests.post(server.url + "/ask", json=question, timeout=30).status_code == 200
+            waited = time.monotonic() - started
+            refused = [r for r in answers.values() if r.status_code == 503]
+            assert len(answers) == len(refused) == 4 and all(r.headers["Retry-After"] == "1" for r in refused)
+        for thread in writers:  # the four take the lock in turn, and the two waiting take their slots
+            thread.join(timeout=60)
+        assert sorted(r.status_code for r in answers.values()) == [200] * 6 + [503] * 4
+    assert waited < 5  # a thread was free: the question waited for no write (8 s, the writes' wait)
+
+
 def test_a_burst_of_writes_waits_its_turn_while_questions_are_answered(
     tmp_path, corpus_build, corpus_settings
 ):
     # With 4 threads a worker (the default before), the fourth of eight concurrent writes was refused after
-    # SLOT_WAIT and questions queued behind the writes: a plain client lost writes. With the default
+    # a wait for a slot, and questions queued behind the writes: a plain client lost writes. With the default
     # thread count every write of a burst waits its turn and a question still finds a thread.
     index_dir = tmp_path / "index"
     copy_index(corpus_settings.index_dir, index_dir)
@@ -336,7 +370,7 @@ def test_a_burst_of_writes_waits_its_turn_while_questions_are_answered(
         with writer_lock(index_dir):  # every write reaches its worker and waits there, holding its thread
             for thread in writers:
                 thread.start()
-            time.sleep(SLOT_WAIT + 1)  # past a write's wait for a slot: a write without one is refused by now
+            time.sleep(2)  # every write has reached its worker, and none is refused
             question = {"question": "Where is the 2020 China Space Conference held?"}
             asked = requests.post(server.url + "/ask", json=question, timeout=30)
             assert asked.status_code == 200
