@@ -93,8 +93,8 @@ def _write_json_error(sock: socket.socket, status: int, reason: str, message: st
 def worker_class(client_timeout: float) -> type[ThreadWorker]:
     """gunicorn's threaded worker, with every connection's reads and writes bounded by ``client_timeout``.
 
-    The threaded worker waits (5 s) for a new connection's first bytes in the poller, but once a request
-    has begun it reads on a blocking socket without a timeout: a client that stops in the middle of its
+    The threaded worker waits up to 5 s for a new connection's first bytes in one of its threads (here: not
+    at all, see ``handle``), and once a request has begun it reads on a blocking socket without a timeout: a client that stops in the middle of its
     headers or its body holds its thread for as long as it keeps the connection open, and as many such
     clients as a worker has threads leave it none. The worker switches a connection between blocking (to
     read and answer a request) and non-blocking (kept alive in its poller); here blocking means blocking
