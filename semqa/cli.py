@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (SEMQA_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (SEMQA_PORT, default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (SEMQA_WORKERS, default 1)")
-    serve.add_argument("--threads", type=int, help="threads per worker (SEMQA_THREADS, default 32)")
+    serve.add_argument("--threads", type=int, help="threads per worker (SEMQA_THREADS, default 64)")
 
     mcp = commands.add_parser("mcp", help="serve the index to assistants over MCP (stdio, or --http)")
     _add_index_flags(mcp)

@@ -124,9 +124,10 @@ class Settings(BaseSettings):
     # encoder, so with 4 threads eight writing clients left questions queued behind them for seconds
     # (bench/write_load.py, BENCHMARKS.md "Questions while documents are written"). The encoder still
     # embeds on the worker's share of the cores, and questions take turns in the app (server/admission.py),
-    # so more threads do not run more questions at once. Half of them may write and a quarter more wait
-    # to (server/documents.py): 32 lets 16 clients write at once with a quarter left for questions.
-    threads: int = Field(32, ge=1, le=256, description="Threads per gunicorn worker.")
+    # so more threads do not run more questions at once. A quarter of them may write, half of the rest
+    # may wait to, and the other half stays for questions (server/documents.py): 64 lets 16 clients write
+    # at once and 24 more wait their turn, with 24 threads left for questions.
+    threads: int = Field(64, ge=1, le=256, description="Threads per gunicorn worker.")
     max_question_chars: int = Field(1000, ge=1, description="Longest accepted question, in characters.")
     max_top_k: int = Field(50, ge=1, description="Largest accepted top_k.")
     max_batch_queries: int = Field(20, ge=1, description="Questions per POST /query.")
@@ -170,7 +171,7 @@ class Settings(BaseSettings):
     write_wait: float = Field(
         30.0,
         gt=0,
-        description="Seconds a write waits for a write slot of its worker (when writes fill half its threads), "
+        description="Seconds a write waits for a write slot of its worker (when a quarter of its threads write), "
         "or for the writer lock (held by a rebuild), before 503 + Retry-After.",
     )
 

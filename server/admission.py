@@ -1,6 +1,6 @@
 """Requests take turns in the app: a few at once, first come, first in; writes and probes need no turn.
 
-A worker has many threads (``SEMQA_THREADS``, 32) because a write holds its thread while its passages wait
+A worker has many threads (``SEMQA_THREADS``, 64) because a write holds its thread while its passages wait
 for the encoder, and questions must not queue behind writes for a thread. But questions are CPU work: more
 of them in the app at once than there are cores only share the cores and the interpreter's lock worse.
 So every request but a write (``/documents``) or a probe waits here for one of as many turns as the

@@ -54,14 +54,16 @@ class DocumentWrites:
             on_commit=self._committed,
         )
         # A write holds its thread while it embeds and waits for its commit, and so does a write waiting
-        # for a slot: at most half the worker's threads write, and a quarter more may wait for a slot
-        # (``write_wait``); a write beyond those is answered 503 + Retry-After at once, so that a quarter of the
-        # threads stays for questions whatever the number of writers. (Each refused write frees its thread
-        # in microseconds; before, with threads - 1 slots and every further write waiting, 32 writing
-        # clients kept questions queued behind them in gunicorn's thread pool for 7.5 s at p50.) As
+        # for a slot: a quarter of the worker's threads may write, and half of the rest may wait for a slot
+        # (``write_wait``); a write beyond those is answered 503 + Retry-After at once, so that the other
+        # half stays for questions whatever the number of writers. (Each refused write frees its thread in
+        # microseconds; before, with threads - 1 slots and every further write waiting, 32 writing clients
+        # kept questions queued behind them in gunicorn's thread pool for 7.5 s at p50.) As
         # Elasticsearch's bounded write queue answers 429, writes are refused rather than reads starved.
-        self.slots = threading.BoundedSemaphore(max(1, settings.threads // 2))
-        self.waiting_room = threading.BoundedSemaphore(settings.threads // 4)  # none under 4 threads
+        self.slots = threading.BoundedSemaphore(max(1, settings.threads // 4))
+        self.waiting_room = threading.BoundedSemaphore(
+            (settings.threads - max(1, settings.threads // 4)) // 2
+        )
         self._encoder: Encoder | None = None
         self._cache: EmbeddingCache | None = None
         self._load = threading.Lock()
