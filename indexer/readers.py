@@ -197,9 +197,10 @@ def read_jsonl_file(path: Path, source: str, skipped: list[Skipped]) -> Iterator
                 skipped.append(Skipped(line_source, f"invalid JSON ({exc.msg})"))
             except RecursionError:
                 skipped.append(Skipped(line_source, "its JSON nests too deeply to read"))
-            except ValueError as exc:  # a ReadError, or Python's bound on integer digits
-                reason = str(exc) if isinstance(exc, ReadError) else "a number has more than 4,300 digits"
-                skipped.append(Skipped(line_source, reason))
+            except ReadError as exc:
+                skipped.append(Skipped(line_source, str(exc)))
+            except ValueError:  # Python's bound on integer digits
+                skipped.append(Skipped(line_source, "a number has more than 4,300 digits"))
             else:
                 yield Document(
                     id=doc.id, text=doc.text, title=doc.title, metadata=doc.metadata, source=line_source

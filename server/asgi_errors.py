@@ -71,13 +71,13 @@ class ReadableErrors:
                 text += message.get("body", b"")
                 if not message.get("more_body", False):
                     start, held = held, None
-                    await self._send_json(send, start, text.decode("utf-8", "replace").strip())
+                    await self._send_json(send, start, text)
                 return
             await send(message)
 
         await self.app(scope, watched_receive, rewrite)
         if held is not None:  # an error start with no body after it
-            await self._send_json(send, held, text.decode("utf-8", "replace").strip())
+            await self._send_json(send, held, text)
 
     async def _discard(self, receive: Receive) -> None:
         """Read what is left of the request body, within the bounds (a client that sends more, or stalls,
@@ -97,9 +97,9 @@ class ReadableErrors:
                 return
 
     @staticmethod
-    async def _send_json(send: Send, start: Message, text: str) -> None:
+    async def _send_json(send: Send, start: Message, text: bytes) -> None:
         status = start["status"]
-        message = text.lower() or str(status)
+        message = text.decode("utf-8", "replace").strip().lower() or str(status)
         if status in HINTS:
             message = f"{message}: {HINTS[status]}"
         body = json.dumps(error_body(status, message)).encode()

@@ -60,10 +60,9 @@ class DocumentWrites:
         # microseconds; before, with threads - 1 slots and every further write waiting, 32 writing clients
         # kept questions queued behind them in gunicorn's thread pool for 7.5 s at p50.) As
         # Elasticsearch's bounded write queue answers 429, writes are refused rather than reads starved.
-        self.slots = threading.BoundedSemaphore(max(1, settings.threads // 4))
-        self.waiting_room = threading.BoundedSemaphore(
-            (settings.threads - max(1, settings.threads // 4)) // 2
-        )
+        writing = max(1, settings.threads // 4)
+        self.slots = threading.BoundedSemaphore(writing)
+        self.waiting_room = threading.BoundedSemaphore((settings.threads - writing) // 2)
         self._encoder: Encoder | None = None
         self._cache: EmbeddingCache | None = None
         self._load = threading.Lock()

@@ -94,13 +94,13 @@ def worker_class(client_timeout: float) -> type[ThreadWorker]:
     """gunicorn's threaded worker, with every connection's reads and writes bounded by ``client_timeout``.
 
     The threaded worker waits up to 5 s for a new connection's first bytes in one of its threads (here: not
-    at all, see ``handle``), and once a request has begun it reads on a blocking socket without a timeout: a client that stops in the middle of its
-    headers or its body holds its thread for as long as it keeps the connection open, and as many such
-    clients as a worker has threads leave it none. The worker switches a connection between blocking (to
-    read and answer a request) and non-blocking (kept alive in its poller); here blocking means blocking
-    for at most ``client_timeout`` seconds at a time, as nginx's ``client_header_timeout`` and
-    ``client_body_timeout`` do. Then gunicorn closes a connection stalled in its headers (logging the
-    timeout), and the app answers a stalled body 408 (``server.stalls``). (semqa serves plain HTTP/1.1:
+    at all, see ``handle``), and once a request has begun it reads on a blocking socket without a timeout:
+    a client that stops in the middle of its headers or its body holds its thread for as long as it keeps
+    the connection open, and as many such clients as a worker has threads leave it none. The worker switches
+    a connection between blocking (to read and answer a request) and non-blocking (kept alive in its
+    poller); here blocking means blocking for at most ``client_timeout`` seconds at a time, as nginx's
+    ``client_header_timeout`` and ``client_body_timeout`` do. Then gunicorn closes a connection stalled in
+    its headers (logging the timeout), and the app answers a stalled body 408 (``server.stalls``). (semqa serves plain HTTP/1.1:
     under TLS gunicorn would wrap the socket in a class of its own, bounding only a connection's first
     request.)
     """
