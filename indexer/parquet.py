@@ -43,7 +43,8 @@ Everything else that is wrong (a missing required column, a wrong type, null or 
 of another dimension, with a NaN or infinity, or not of unit length, metadata that is not a JSON object or
 holds what JSON cannot (NaN, 1e400), a document the documents API would refuse (an id over 512 characters,
 text that is not Unicode), offsets or spans that do not fit the text) refuses the file with a
-``CorpusError`` naming it and the row (rows count from 0, as in pyarrow and pandas). Files are read in record batches and vectors go straight into numpy.
+``CorpusError`` naming it and the row (rows count from 0, as in pyarrow and pandas). Files are read in
+record batches and vectors go straight into numpy.
 """
 
 from __future__ import annotations

@@ -100,9 +100,9 @@ def worker_class(client_timeout: float) -> type[ThreadWorker]:
     a connection between blocking (to read and answer a request) and non-blocking (kept alive in its
     poller); here blocking means blocking for at most ``client_timeout`` seconds at a time, as nginx's
     ``client_header_timeout`` and ``client_body_timeout`` do. Then gunicorn closes a connection stalled in
-    its headers (logging the timeout), and the app answers a stalled body 408 (``server.stalls``). (semqa serves plain HTTP/1.1:
-    under TLS gunicorn would wrap the socket in a class of its own, bounding only a connection's first
-    request.)
+    its headers (logging the timeout), and the app answers a stalled body 408 (``server.stalls``). (semqa
+    serves plain HTTP/1.1: under TLS gunicorn would wrap the socket in a class of its own, bounding only a
+    connection's first request.)
     """
     sockets = idle_timeout_socket(client_timeout)
 
